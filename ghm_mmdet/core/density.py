@@ -1,0 +1,176 @@
+"""Gradient density over unit regions and the harmonizing parameter beta.
+
+Li, Liu, Wang, "Gradient Harmonized Single-stage Detector", AAAI 2019 (arXiv:1811.05181), Sec. 3.
+The gradient-norm axis [0, 1] is cut into ``bins`` unit regions of width ``eps = 1 / bins`` (Sec. 3.3);
+the density of a region is the number of valid entries whose gradient norm falls in it, optionally as an
+exponential moving average over calls (Eq. 9); beta = N / GD(g) (Eq. 6), divided by the number of
+non-empty regions as in the reference implementation.
+
+Design: no ``.item()``, no Python loop over bins and no data-dependent shapes, so every function here
+compiles with ``torch.compile(fullgraph=True, dynamic=True)`` and never synchronises host and device.
+Per-bin arithmetic (a handful of numbers) runs in float64 so that counts above 2**24 stay exact; every
+full-size tensor stays float32 or integer.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+#: Upper edge of the last region for GHM-C: a little above 1 so that ``g == 1`` falls in the last bin.
+GHMC_LAST_EDGE = 1.0 + 1e-6
+#: Upper edge of the last region for GHM-R: ASL1's gradient norm is below 1, so any large value works.
+GHMR_LAST_EDGE = 1e3
+
+
+def unit_region_edges(bins: int, last_edge: float, device=None) -> Tensor:
+    """Edges ``e_0 .. e_bins`` of the unit regions: ``e_k = float32(k) / bins``, the last one replaced.
+
+    Region ``k`` holds ``e_k <= g < e_(k+1)``. The values are bit-identical to the ``edges`` buffer of
+    mmdet's ``GHMC`` (``last_edge = 1 + 1e-6``) and ``GHMR`` (``last_edge = 1e3``).
+
+    Returns:
+        ``(bins + 1,)`` float32 tensor.
+    """
+    edges = torch.arange(bins + 1, device=device).float() / bins
+    edges[-1] = last_edge
+    return edges
+
+
+def bin_indices(gradient_norm: Tensor, edges: Tensor, valid: Tensor) -> Tensor:
+    """Unit region of each entry, with ``bins`` (an extra, discarded region) for entries not counted.
+
+    An entry is counted when it is valid and ``e_0 <= g < e_bins``; NaN gradient norms (from NaN or
+    infinite inputs) are never counted, so they cannot reach the EMA state.
+
+    Args:
+        gradient_norm: ``(...)`` float32 gradient norms ``g``.
+        edges: ``(bins + 1,)`` float32 sorted edges from :func:`unit_region_edges`.
+        valid: ``(...)`` bool mask, same shape as ``gradient_norm``.
+
+    Returns:
+        ``(...)`` int64 tensor in ``[0, bins]``; exactly the region given by comparing ``g`` with
+        ``edges``, as mmdet's ``(g >= edges[i]) & (g < edges[i + 1])``.
+    """
+    bins = edges.numel() - 1
+    counted = valid & (gradient_norm >= edges[0]) & (gradient_norm < edges[-1])
+    # floor(g * bins) is the region up to one step at a boundary, where float32 rounding of g * bins and
+    # of the edges can disagree; one comparison against the real edges on each side makes it exact.
+    index = (gradient_norm * bins).floor_().nan_to_num_(0.0).clamp_(0, bins - 1).long()
+    index += ((gradient_norm >= edges[index + 1]) & (index < bins - 1)).long()
+    index -= ((gradient_norm < edges[index]) & (index > 0)).long()
+    return torch.where(counted, index, bins)
+
+
+def bin_counts(index: Tensor, bins: int) -> Tensor:
+    """Number of counted entries in each unit region, ``R_k`` in the paper.
+
+    Args:
+        index: int64 tensor from :func:`bin_indices`, values in ``[0, bins]``.
+        bins: number of regions.
+
+    Returns:
+        ``(bins,)`` float64 tensor of counts (the discarded region ``bins`` is dropped).
+    """
+    # scatter_add_ into a fixed-size tensor (unlike bincount) has a static output shape.
+    ones = torch.ones((), dtype=torch.int64, device=index.device).expand(index.numel())
+    counts = torch.zeros(bins + 1, dtype=torch.int64, device=index.device)
+    counts.scatter_add_(0, index.reshape(-1), ones)
+    return counts[:bins].double()
+
+
+def ema_density(counts: Tensor, acc_sum: Tensor, momentum: float) -> Tensor:
+    """Moving-average gradient density of mmdet's GHM (Eq. 9, without warm start).
+
+    Only non-empty regions are updated, ``S_k <- momentum * S_k + (1 - momentum) * R_k``; empty ones keep
+    their value. With ``momentum == 0`` this is just ``R_k``.
+
+    Args:
+        counts: ``(bins,)`` float64 counts from :func:`bin_counts`.
+        acc_sum: ``(bins,)`` float32 running state (all zeros before the first call).
+        momentum: in [0, 1).
+
+    Returns:
+        ``(bins,)`` float32 new state; the caller stores it.
+    """
+    updated = momentum * acc_sum.double() + (1.0 - momentum) * counts
+    return torch.where(counts > 0, updated, acc_sum.double()).float()
+
+
+def harmonizing_weights_per_bin(counts: Tensor, density: Tensor, total: Tensor) -> Tensor:
+    """Harmonizing parameter beta of each region, ``N / (GD * n)`` (Eq. 6 with mmdet's normalisation).
+
+    ``GD`` is the (moving-average) density of the region and ``n`` the number of non-empty regions in
+    this call, so that with ``momentum == 0`` the weights of the valid entries sum to ``N``.
+
+    Args:
+        counts: ``(bins,)`` float64 counts of this call, deciding which regions are non-empty.
+        density: ``(bins,)`` density per region (``counts`` itself, or the EMA state).
+        total: scalar tensor ``N`` (at least 1).
+
+    Returns:
+        ``(bins + 1,)`` float32 table: beta per region, and 0 for the discarded region ``bins``.
+    """
+    non_empty = counts > 0
+    num_non_empty = non_empty.sum().clamp(min=1).double()
+    beta = total.double() / (density.double().clamp(min=1e-12) * num_non_empty)
+    beta = torch.where(non_empty, beta, 0.0)
+    return torch.cat([beta, beta.new_zeros(1)]).float()
+
+
+def warm_start_density(counts: Tensor, num_valid: Tensor, acc_sum: Tensor, floor: Tensor,
+                       momentum: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """The warm-started moving average of the TensorFlow ``get_ghm_weight()`` (the project's seed).
+
+    On the first call (``floor == 0``) every region starts at ``num_valid / bins`` and that value
+    becomes the floor. Every region is updated on every call, empty ones included:
+    ``S_k <- momentum * S_k + (1 - momentum) * R_k``; the weights use this value, and the stored state
+    never falls below the floor. A call with no valid entry changes nothing.
+
+    Args:
+        counts: ``(bins,)`` float64 counts of this call.
+        num_valid: scalar tensor, number of valid entries of this call.
+        acc_sum: ``(bins,)`` float32 state.
+        floor: scalar float32 state, 0 before the first call.
+        momentum: in [0, 1) (the seed's ``alpha``).
+
+    Returns:
+        ``(density, new_acc_sum, new_floor)``: float64 density used for the weights, then the float32
+        state to store.
+    """
+    bins = counts.numel()
+    start = num_valid.double() / bins
+    started = floor > 0
+    previous = torch.where(started, acc_sum.double(), start)
+    new_floor = torch.where(started, floor.double(), start)
+    density = momentum * previous + (1.0 - momentum) * counts
+    has_valid = num_valid > 0
+    new_acc_sum = torch.where(has_valid, torch.maximum(density, new_floor), acc_sum.double())
+    new_floor = torch.where(has_valid, new_floor, floor.double())
+    return density, new_acc_sum.float(), new_floor.float()
+
+
+def warm_start_weights_per_bin(density: Tensor, total: Tensor) -> Tensor:
+    """Beta of each region for the warm-started average: ``N / (S_k * bins)``, no division by ``n``.
+
+    Returns:
+        ``(bins + 1,)`` float32 table, 0 for the discarded region ``bins``.
+    """
+    bins = density.numel()
+    beta = total.double() / (density.clamp(min=1e-12) * bins)
+    return torch.cat([beta, beta.new_zeros(1)]).float()
+
+
+def gather_weights(table: Tensor, index: Tensor) -> Tensor:
+    """Per-entry weight from a per-region table: ``table[index]``, same shape as ``index``, float32."""
+    return table.index_select(0, index.reshape(-1)).view(index.shape)
+
+
+def num_valid_and_total(valid: Tensor, label_weight: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """``(number of valid entries, N)`` as float64 scalars, before ``N`` is clamped to at least 1.
+
+    ``N`` is the number of valid entries, or the sum of ``label_weight`` when given (GHM-R's total).
+    """
+    num_valid = valid.sum(dtype=torch.float64)
+    if label_weight is None:
+        return num_valid, num_valid
+    return num_valid, label_weight.sum(dtype=torch.float64)

@@ -1,0 +1,3 @@
+from .ghm_loss import GHMC, GHMR
+
+__all__ = ['GHMC', 'GHMR']
