@@ -1,12 +1,11 @@
-"""One entry point from gradient norms to harmonizing weights, shared by GHM-C, GHM-R and the seed API."""
+"""One entry point from region indices to harmonizing weights, shared by GHM-C, GHM-R and the seed API."""
 from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor
 
-from .density import (bin_counts, bin_indices, ema_density, gather_weights,
-                      harmonizing_weights_per_bin, num_valid_and_total, warm_start_density,
-                      warm_start_weights_per_bin)
+from .density import (bin_counts, ema_density, gather_weights, harmonizing_weights_per_bin,
+                      warm_start_density, warm_start_weights_per_bin)
 
 
 class HarmonizedWeights(NamedTuple):
@@ -24,19 +23,20 @@ class HarmonizedWeights(NamedTuple):
     floor: Optional[Tensor]
 
 
-def harmonizing_weights(gradient_norm: Tensor,
-                        valid: Tensor,
-                        edges: Tensor,
-                        label_weight: Optional[Tensor] = None,
+def harmonizing_weights(index: Tensor,
+                        bins: int,
+                        total: Tensor,
+                        num_valid: Optional[Tensor] = None,
                         momentum: float = 0.0,
                         acc_sum: Optional[Tensor] = None,
                         floor: Optional[Tensor] = None,
-                        all_reduce: Optional[Callable[[Tensor], Tensor]] = None) -> HarmonizedWeights:
+                        all_reduce: Optional[Callable[[Tensor], Optional[Tensor]]] = None
+                        ) -> HarmonizedWeights:
     """Gradient density harmonizing parameter beta of every entry (Eq. 6-9 of arXiv:1811.05181).
 
     Three modes, chosen by the state passed in:
 
-    * ``acc_sum is None``: density of this call only (``momentum`` must be 0);
+    * ``acc_sum is None``: density of this call only;
     * ``acc_sum`` given, ``floor is None``: mmdet's moving average, only non-empty regions updated,
       ``beta = N / (S_k * n_non_empty)``;
     * ``acc_sum`` and ``floor`` given: the seed's warm-started average, ``beta = N / (S_k * bins)``.
@@ -44,23 +44,23 @@ def harmonizing_weights(gradient_norm: Tensor,
     The state is returned, never modified in place, so the caller decides where it lives.
 
     Args:
-        gradient_norm: ``(...)`` float32 gradient norms in [0, 1].
-        valid: ``(...)`` bool mask of entries that take part (label weight > 0).
-        edges: ``(bins + 1,)`` float32 edges from :func:`unit_region_edges`.
-        label_weight: optional ``(...)`` weights whose sum is ``N`` (GHM-R); else ``N`` counts ``valid``.
+        index: ``(...)`` int region of each entry from :func:`bin_indices` (``bins`` = not counted).
+        bins: number of unit regions.
+        total: float64 scalar ``N`` before clamping: the number of valid entries (GHM-C) or the sum of
+            the label weights (GHM-R). Clamped to at least 1 here, as in mmdet.
+        num_valid: float64 scalar number of valid entries (warm start only); defaults to ``total``.
         momentum: EMA parameter in [0, 1).
         acc_sum: ``(bins,)`` float32 EMA state, or ``None``.
         floor: float32 scalar warm-start floor (0 before the first call), or ``None``.
-        all_reduce: optional function that sums a float64 tensor over workers, in place or not; with it
-            the density and ``N`` are those of the whole distributed batch.
+        all_reduce: optional function summing a float64 tensor over workers (in place, or returning
+            the sum); with it the density and ``N`` are those of the whole distributed batch.
 
     Returns:
         :class:`HarmonizedWeights`.
     """
-    bins = edges.numel() - 1
-    index = bin_indices(gradient_norm, edges, valid)
     counts = bin_counts(index, bins)
-    num_valid, total = num_valid_and_total(valid, label_weight)
+    total = total.double()
+    num_valid = total if num_valid is None else num_valid.double()
     if all_reduce is not None:
         stats = torch.cat([counts, num_valid.view(1), total.view(1)])
         reduced = all_reduce(stats)

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 
 from .checks import check_bins, check_floating, check_momentum, check_same_shape
-from .density import GHMC_LAST_EDGE, unit_region_edges
+from .density import GHMC_LAST_EDGE, bin_indices, unit_region_edges
 from .harmonize import harmonizing_weights
 
 
@@ -71,7 +71,9 @@ def warm_start_ghm_weights(probs: Tensor,
         raise ValueError(f'state.acc_sum must have shape ({bins},) for bins={bins}, '
                          f'got {tuple(state.acc_sum.shape)}')
     edges = unit_region_edges(bins, GHMC_LAST_EDGE, device=probs.device)
-    gradient_norm = (probs.detach().float() - targets.float()).abs()
-    result = harmonizing_weights(gradient_norm, valid_mask > 0, edges, momentum=momentum,
+    valid = valid_mask > 0
+    index = bin_indices((probs.detach().float() - targets.float()).abs(), edges, valid)
+    num_valid = valid.sum(dtype=torch.float64)
+    result = harmonizing_weights(index, bins, total=num_valid, momentum=momentum,
                                  acc_sum=state.acc_sum, floor=state.floor)
     return result.weights, WarmStartState(result.acc_sum, result.floor)

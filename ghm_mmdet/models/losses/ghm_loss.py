@@ -10,7 +10,8 @@ from mmengine import dist
 from torch import Tensor, nn
 
 from ghm_mmdet.core import (GHMC_LAST_EDGE, GHMR_LAST_EDGE, asl1_gradient_norm, asl1_loss,
-                            harmonizing_weights, sigmoid_gradient_norm, unit_region_edges)
+                            bin_indices, harmonizing_weights, label_bin_indices,
+                            sigmoid_gradient_norm, unit_region_edges, weighted_label_bce)
 from ghm_mmdet.core.checks import (check_bins, check_floating, check_labels_in_range,
                                    check_momentum, check_non_negative, check_positive,
                                    check_reduction, check_same_shape)
@@ -44,13 +45,14 @@ class _GHMLoss(nn.Module):
         if warm_start:
             self.register_buffer('acc_floor', torch.zeros(()))
 
-    def _harmonize(self, gradient_norm: Tensor, valid: Tensor, label_weight: Optional[Tensor] = None):
-        """Beta per entry; updates the moving-average buffers in place (no host sync)."""
+    def _harmonize(self, index: Tensor, total: Tensor, num_valid: Optional[Tensor] = None):
+        """Beta per entry from region indices; updates the moving-average buffers in place, with no
+        host sync."""
         all_reduce = None
         if self.sync_stats and dist.get_world_size() > 1:
             all_reduce = dist.all_reduce
         result = harmonizing_weights(
-            gradient_norm, valid, self.edges, label_weight=label_weight, momentum=self.momentum,
+            index, self.bins, total, num_valid=num_valid, momentum=self.momentum,
             acc_sum=getattr(self, 'acc_sum', None), floor=getattr(self, 'acc_floor', None),
             all_reduce=all_reduce)
         if result.acc_sum is not None:
@@ -150,15 +152,48 @@ class GHMC(_GHMLoss):
         self._check_avg_factor(avg_factor)
         weight = self._resolve_weight(weight, label_weight)
         check_floating(pred, 'pred')
-        target, weight = self._expand_target(pred, target, weight)
+        # Eager: the hand-fused label path. Compiled: the plain expression, which Inductor fuses itself
+        # (and may recompute in the backward instead of saving the weights).
+        if (self._is_label_target(pred, target) and reduction != 'none'
+                and not torch.compiler.is_compiling()):
+            loss, total = self._loss_from_labels(pred, target, weight)
+        else:
+            target, weight = self._expand_target(pred, target, weight)
+            valid = weight > 0 if weight is not None else torch.ones_like(pred, dtype=torch.bool)
+            index = bin_indices(sigmoid_gradient_norm(pred, target), self.edges, valid)
+            result = self._harmonize(index, valid.sum(dtype=torch.float64))
+            del index  # free it before the BCE allocates
+            # reduction='sum' inside the fused BCE never materialises the per-entry loss.
+            loss = F.binary_cross_entropy_with_logits(
+                pred.float(), target.float(), weight=result.weights,
+                reduction='none' if reduction == 'none' else 'sum')
+            total = result.total
+        return self._reduce(loss, None, total, reduction, avg_factor)
 
-        valid = weight > 0 if weight is not None else torch.ones_like(pred, dtype=torch.bool)
-        result = self._harmonize(sigmoid_gradient_norm(pred, target), valid)
-        # reduction='sum' inside the fused BCE never materialises the per-entry loss.
-        loss = F.binary_cross_entropy_with_logits(
-            pred.float(), target.float(), weight=result.weights,
-            reduction='none' if reduction == 'none' else 'sum')
-        return self._reduce(loss, None, result.total, reduction, avg_factor)
+    @staticmethod
+    def _is_label_target(pred: Tensor, target) -> bool:
+        return (isinstance(target, Tensor) and target.dim() == pred.dim() - 1
+                and not target.is_floating_point() and target.dtype != torch.bool)
+
+    def _loss_from_labels(self, pred: Tensor, labels: Tensor, weight: Optional[Tensor]):
+        """Summed loss and ``N`` for integer labels, never building the ``(N, C)`` one-hot target."""
+        if labels.shape != pred.shape[:-1]:
+            raise ValueError(f'target: integer labels must have shape {tuple(pred.shape[:-1])} for '
+                             f'pred {tuple(pred.shape)}, got {tuple(labels.shape)}')
+        if weight is not None:
+            check_same_shape(weight, 'weight', labels, 'the integer labels')
+        num_classes = pred.shape[-1]
+        check_labels_in_range(labels, num_classes)
+        logits = pred.reshape(-1, num_classes)
+        labels = labels.reshape(-1).long()
+        if weight is None:
+            valid_rows = torch.ones_like(labels, dtype=torch.bool)
+        else:
+            valid_rows = weight.reshape(-1) > 0
+        index = label_bin_indices(logits, labels, valid_rows, self.edges)
+        result = self._harmonize(index, valid_rows.sum(dtype=torch.float64) * num_classes)
+        del index  # free it before the BCE allocates
+        return weighted_label_bce(logits, labels, result.weights), result.total
 
     @staticmethod
     def _expand_target(pred: Tensor, target: Tensor, weight: Optional[Tensor]):
@@ -224,7 +259,10 @@ class GHMR(_GHMLoss):
         check_same_shape(weight, 'weight', pred, 'pred')
 
         diff = pred.float() - target.float()
-        result = self._harmonize(asl1_gradient_norm(diff, self.mu), weight > 0, label_weight=weight)
+        valid = weight > 0
+        index = bin_indices(asl1_gradient_norm(diff, self.mu), self.edges, valid)
+        result = self._harmonize(index, weight.sum(dtype=torch.float64),
+                                 num_valid=valid.sum(dtype=torch.float64))
         return self._reduce(asl1_loss(diff, self.mu), result.weights, result.total, reduction,
                             avg_factor)
 
