@@ -1,0 +1,113 @@
+"""Binning, counting, the moving averages and beta, checked against mmdet's own definitions and hand-derived
+numbers."""
+import math
+
+import pytest
+import torch
+from mmdet.models.losses import ghm_loss as mmdet_ghm
+
+from ghm_mmdet.core import (GHMC_LAST_EDGE, GHMR_LAST_EDGE, bin_counts, bin_indices, ema_density,
+                            harmonizing_weights, harmonizing_weights_per_bin, unit_region_edges,
+                            warm_start_density)
+
+
+@pytest.mark.parametrize('bins', [1, 2, 3, 7, 10, 30, 99, 100])
+def test_edges_are_bit_identical_to_mmdet_buffers(bins):
+    assert torch.equal(unit_region_edges(bins, GHMC_LAST_EDGE), mmdet_ghm.GHMC(bins=bins).edges)
+    assert torch.equal(unit_region_edges(bins, GHMR_LAST_EDGE), mmdet_ghm.GHMR(bins=bins).edges)
+
+
+def reference_regions(g, edges):
+    """mmdet's membership test, one bin at a time: region k iff edges[k] <= g < edges[k + 1]."""
+    index = torch.full(g.shape, edges.numel() - 1, dtype=torch.int64)
+    for k in range(edges.numel() - 1):
+        index[(g >= edges[k]) & (g < edges[k + 1])] = k
+    return index
+
+
+@pytest.mark.parametrize('bins', list(range(1, 101)))
+def test_bin_indices_match_mmdet_at_every_edge(bins):
+    edges = unit_region_edges(bins, GHMC_LAST_EDGE)
+    # Every edge, the float32 just below and just above it, 0, 1 and random values.
+    probes = torch.cat([edges, torch.nextafter(edges, torch.tensor(-1.0)),
+                        torch.nextafter(edges, torch.tensor(2.0)), torch.tensor([0.0, 1.0]),
+                        torch.rand(200, generator=torch.Generator().manual_seed(bins))])
+    probes = probes[(probes >= 0)]
+    assert torch.equal(bin_indices(probes, edges).long(), reference_regions(probes, edges))
+
+
+def test_bin_indices_send_invalid_nan_and_out_of_range_to_the_discarded_region():
+    edges = unit_region_edges(10, GHMC_LAST_EDGE)
+    g = torch.tensor([0.0, 0.05, 1.0, float('nan'), float('inf'), 2.0, 0.5])
+    valid = torch.tensor([True, True, True, True, True, True, False])
+    assert bin_indices(g, edges, valid).tolist() == [0, 0, 9, 10, 10, 10, 10]
+
+
+def test_bin_counts_hand_example():
+    index = torch.tensor([[0, 0, 2], [3, 2, 0]], dtype=torch.int32)  # 3 = discarded for bins=3
+    assert bin_counts(index, 3).tolist() == [3.0, 0.0, 2.0]
+    assert bin_counts(torch.zeros(0, dtype=torch.int32), 3).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_ema_updates_only_non_empty_regions():
+    # S = 0.75 * S + 0.25 * R where R > 0: 0.75 * 0 + 0.25 * 2 = 0.5; the empty region keeps 4.
+    new = ema_density(torch.tensor([2.0, 0.0], dtype=torch.float64), torch.tensor([0.0, 4.0]), 0.75)
+    assert new.dtype == torch.float32
+    assert new.tolist() == [0.5, 4.0]
+
+
+def test_beta_hand_example():
+    # counts [3, 0, 1], N = 4, two non-empty regions: beta = 4 / (3 * 2), 0, 4 / (1 * 2); discarded 0.
+    counts = torch.tensor([3.0, 0.0, 1.0], dtype=torch.float64)
+    table = harmonizing_weights_per_bin(counts, counts, torch.tensor(4.0, dtype=torch.float64))
+    assert table.tolist() == pytest.approx([4 / 6, 0.0, 2.0, 0.0])
+
+
+def test_harmonizing_weights_with_momentum_hand_example():
+    # Regions of g: [0, 0, 0, 2] with bins=3; EMA 0.5 from zeros: S = [1.5, 0, 0.5], n = 2, N = 4.
+    index = torch.tensor([0, 0, 0, 2], dtype=torch.int32)
+    result = harmonizing_weights(index, 3, torch.tensor(4.0, dtype=torch.float64), momentum=0.5,
+                                 acc_sum=torch.zeros(3))
+    assert result.acc_sum.tolist() == [1.5, 0.0, 0.5]
+    assert result.weights.tolist() == pytest.approx([4 / 3, 4 / 3, 4 / 3, 4.0])
+    assert result.total.item() == 4.0
+
+
+def test_all_reduce_callback_sees_counts_and_totals():
+    seen = []
+
+    def double(stats):  # a fake two-worker sum where both workers hold the same data
+        seen.append(stats.clone())
+        stats.mul_(2)
+
+    index = torch.tensor([0, 1, 1], dtype=torch.int32)
+    result = harmonizing_weights(index, 2, torch.tensor(3.0, dtype=torch.float64), all_reduce=double)
+    assert seen[0].tolist() == [1.0, 2.0, 3.0, 3.0]  # counts, num_valid, N
+    assert result.total.item() == 6.0
+    # beta = N / (count * n) with the doubled statistics: 6 / (2 * 2) and 6 / (4 * 2).
+    assert result.weights.tolist() == pytest.approx([1.5, 0.75, 0.75])
+
+
+def test_warm_start_first_call_and_floor():
+    counts = torch.tensor([2.0, 0.0, 2.0, 0.0], dtype=torch.float64)
+    num_valid = torch.tensor(4.0, dtype=torch.float64)
+    density, acc_sum, floor = warm_start_density(counts, num_valid, torch.zeros(4), torch.zeros(()),
+                                                 0.75)
+    # start = 4 / 4 = 1: 0.75 + 0.25 * 2 = 1.25 where counted, 0.75 elsewhere (stored: floored at 1).
+    assert density.tolist() == [1.25, 0.75, 1.25, 0.75]
+    assert acc_sum.tolist() == [1.25, 1.0, 1.25, 1.0]
+    assert floor.item() == 1.0
+    # A call with no valid entry changes nothing.
+    _, same_acc, same_floor = warm_start_density(torch.zeros(4, dtype=torch.float64),
+                                                 torch.tensor(0.0, dtype=torch.float64), acc_sum,
+                                                 floor, 0.75)
+    assert torch.equal(same_acc, acc_sum) and torch.equal(same_floor, floor)
+
+
+def test_nothing_counted_gives_zero_weights_and_no_nan():
+    index = torch.full((5,), 3, dtype=torch.int32)
+    result = harmonizing_weights(index, 3, torch.tensor(0.0, dtype=torch.float64), momentum=0.9,
+                                 acc_sum=torch.tensor([1.0, 2.0, 3.0]))
+    assert result.weights.tolist() == [0.0] * 5
+    assert result.acc_sum.tolist() == [1.0, 2.0, 3.0]
+    assert math.isfinite(result.total.item())

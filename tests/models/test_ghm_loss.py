@@ -1,0 +1,289 @@
+"""What ghm_mmdet's GHMC/GHMR do beyond mmdet's: reductions, avg_factor, empty input, half precision,
+non-finite input, torch.compile, warm start, and clear errors for bad input."""
+import math
+
+import pytest
+import torch
+from mmdet.models.losses import ghm_loss as mmdet_ghm
+
+from ghm_mmdet.models.losses import GHMC, GHMR
+
+
+def cls_inputs(num=200, num_classes=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    pred = torch.randn(num, num_classes, generator=gen) * 3
+    labels = torch.randint(0, num_classes + 1, (num,), generator=gen)
+    weight = (torch.rand(num, generator=gen) > 0.1).float()
+    return pred, labels, weight
+
+
+def reg_inputs(num=100, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(num, 4, generator=gen) * 0.1, torch.randn(num, 4, generator=gen) * 0.1,
+            (torch.rand(num, 4, generator=gen) > 0.3).float())
+
+
+# ---------------------------------------------------------------- reductions and avg_factor
+
+def test_mmdet_fails_with_sum_and_ours_does_not():
+    pred, labels, weight = cls_inputs()
+    with pytest.raises(ValueError):
+        mmdet_ghm.GHMC(bins=10, reduction='sum')(pred, labels, weight)
+    num_valid = int(weight.sum()) * pred.shape[1]
+    mean = GHMC(bins=10)(pred, labels, weight)
+    total = GHMC(bins=10, reduction='sum')(pred, labels, weight)
+    assert total.item() == pytest.approx(mean.item() * num_valid, rel=1e-5)
+    per_entry = GHMC(bins=10, reduction='none')(pred, labels, weight)
+    assert per_entry.shape == pred.shape
+    assert per_entry.sum().item() == pytest.approx(total.item(), rel=1e-5)
+
+
+def test_reduction_override():
+    pred, labels, weight = cls_inputs()
+    loss = GHMC(bins=10)
+    assert loss(pred, labels, weight, reduction_override='sum').item() == pytest.approx(
+        GHMC(bins=10, reduction='sum')(pred, labels, weight).item(), rel=1e-6)
+    assert loss(pred, labels, weight, reduction_override='none').shape == pred.shape
+    pred_r, target_r, weight_r = reg_inputs()
+    mean = GHMR()(pred_r, target_r, weight_r)
+    total = GHMR()(pred_r, target_r, weight_r, reduction_override='sum')
+    assert total.item() == pytest.approx(mean.item() * weight_r.sum().item(), rel=1e-5)
+
+
+def test_avg_factor_default_keeps_mmdet_numbers_and_opt_in_replaces_n():
+    pred, labels, weight = cls_inputs()
+    plain = GHMC(bins=10)(pred, labels, weight)
+    assert GHMC(bins=10)(pred, labels, weight, avg_factor=7).item() == plain.item()
+    total = GHMC(bins=10, reduction='sum')(pred, labels, weight)
+    opted = GHMC(bins=10, use_avg_factor=True)(pred, labels, weight, avg_factor=7)
+    assert opted.item() == pytest.approx(total.item() / 7, rel=1e-5)
+    with pytest.raises(ValueError, match='avg_factor cannot be used with reduction="sum"'):
+        GHMC(bins=10, use_avg_factor=True, reduction='sum')(pred, labels, weight, avg_factor=7)
+    pred_r, target_r, weight_r = reg_inputs()
+    total_r = GHMR(reduction='sum')(pred_r, target_r, weight_r)
+    assert GHMR(use_avg_factor=True)(pred_r, target_r, weight_r, avg_factor=4.0).item() == \
+        pytest.approx(total_r.item() / 4, rel=1e-5)
+
+
+def test_loss_weight_scales():
+    pred, labels, weight = cls_inputs()
+    assert GHMC(bins=10, loss_weight=2.5)(pred, labels, weight).item() == pytest.approx(
+        2.5 * GHMC(bins=10)(pred, labels, weight).item(), rel=1e-6)
+
+
+# ---------------------------------------------------------------- empty and all-ignored input
+
+EMPTY_CASES = {
+    'ghmc labels, 0 anchors': (lambda: GHMC(bins=30, momentum=0.75),
+                               lambda: (torch.zeros(0, 5), torch.zeros(0, dtype=torch.long),
+                                        torch.zeros(0))),
+    'ghmc one-hot, all ignored': (lambda: GHMC(bins=30, momentum=0.75),
+                                  lambda: (torch.randn(8, 5), torch.ones(8, 5), torch.zeros(8, 5))),
+    'ghmc labels, all ignored': (lambda: GHMC(bins=30, momentum=0.75, warm_start=True),
+                                 lambda: (torch.randn(8, 5), torch.zeros(8, dtype=torch.long),
+                                          torch.zeros(8))),
+    'ghmr, 0 anchors': (lambda: GHMR(momentum=0.7),
+                        lambda: (torch.zeros(0, 4), torch.zeros(0, 4), torch.zeros(0, 4))),
+    'ghmr, all ignored': (lambda: GHMR(momentum=0.7, warm_start=True),
+                          lambda: (torch.randn(8, 4), torch.randn(8, 4), torch.zeros(8, 4))),
+}
+
+
+@pytest.mark.parametrize('case', list(EMPTY_CASES))
+@pytest.mark.parametrize('reduction', ['mean', 'sum'])
+def test_empty_and_all_ignored_give_zero_and_leave_state(case, reduction):
+    make_loss, make_inputs = EMPTY_CASES[case]
+    loss_fn = make_loss()
+    # Give the state a history first, so "unchanged" is not trivially zeros.
+    if isinstance(loss_fn, GHMC):
+        loss_fn(*cls_inputs(num_classes=5))
+    else:
+        loss_fn(*reg_inputs())
+    before = {k: v.clone() for k, v in loss_fn.state_dict().items()}
+    pred, target, weight = make_inputs()
+    pred.requires_grad_()
+    loss = loss_fn(pred, target, weight, reduction_override=reduction)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert pred.grad is not None and (pred.grad == 0).all()
+    for key, value in loss_fn.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+# ---------------------------------------------------------------- half precision
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('target_kind', ['labels', 'one_hot'])
+def test_half_precision_is_binned_and_weighted_in_float32(dtype, target_kind):
+    pred, labels, weight = cls_inputs(num=400, num_classes=8)
+    pred = pred.to(dtype)
+    target = labels if target_kind == 'labels' else (labels[:, None] == torch.arange(8)).float()
+    if target_kind == 'one_hot':
+        weight = weight[:, None].expand(400, 8).contiguous()
+    half = pred.clone().requires_grad_()
+    full = pred.float().requires_grad_()
+    loss_half = GHMC(bins=30, momentum=0.75)(half, target, weight)
+    loss_full = GHMC(bins=30, momentum=0.75)(full, target, weight)
+    (loss_half * 100).backward()
+    (loss_full * 100).backward()
+    assert loss_half.dtype == torch.float32 and half.grad.dtype == dtype
+    assert loss_half.item() == pytest.approx(loss_full.item(), rel=1e-3)
+    assert torch.allclose(half.grad.float(), full.grad.to(dtype).float(), rtol=1e-2, atol=1e-3)
+
+
+def test_weights_beyond_the_float16_range_stay_finite():
+    # 200,000 easy entries and one hard one: its beta is N / (1 * 2) = 100,000 > 65,504 (fp16 max).
+    pred = torch.full((200_001, 1), -12.0)
+    pred[0] = 12.0
+    labels = torch.ones(200_001, dtype=torch.long)  # background for 1 class
+    loss_half = GHMC(bins=10)(pred.half(), labels, torch.ones(200_001))
+    loss_full = GHMC(bins=10)(pred.half().float(), labels, torch.ones(200_001))
+    assert math.isfinite(loss_half.item())
+    assert loss_half.item() == pytest.approx(loss_full.item(), rel=1e-3)
+    pred_r = torch.zeros(200_001, 1)
+    pred_r[0] = 5.0
+    loss_r = GHMR()(pred_r.half(), torch.zeros(200_001, 1).half(), torch.ones(200_001, 1))
+    assert loss_r.item() == pytest.approx(GHMR()(pred_r, torch.zeros(200_001, 1),
+                                                 torch.ones(200_001, 1)).item(), rel=1e-3)
+
+
+# ---------------------------------------------------------------- non-finite input
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf'), -float('inf')])
+def test_non_finite_logits_keep_state_finite_and_loss_visible(bad):
+    pred, labels, weight = cls_inputs()
+    poisoned = pred.clone()
+    poisoned[3, 1] = bad
+    loss_fn = GHMC(bins=30, momentum=0.75)
+    loss = loss_fn(poisoned, labels, weight)
+    assert torch.isfinite(loss_fn.acc_sum).all()
+    if bad != -float('inf'):  # sigmoid(-inf) = 0 is a legitimate, finite prediction
+        assert not math.isfinite(loss.item())
+
+
+def test_nan_entries_are_not_counted():
+    pred, labels, weight = cls_inputs()
+    weight = torch.ones_like(weight)
+    poisoned = pred.clone()
+    poisoned[5] = float('nan')
+    with_nan, without_row = GHMC(bins=30, momentum=0.75), GHMC(bins=30, momentum=0.75)
+    with_nan(poisoned, labels, weight)
+    masked = weight.clone()
+    masked[5] = 0
+    without_row(pred, labels, masked)
+    assert torch.equal(with_nan.acc_sum, without_row.acc_sum)
+
+
+def test_nan_regression_deltas_keep_state_finite():
+    pred, target, weight = reg_inputs()
+    pred[0, 0] = float('nan')
+    pred[1, 1] = float('inf')
+    loss_fn = GHMR(momentum=0.7)
+    loss = loss_fn(pred, target, torch.ones_like(weight))
+    assert torch.isfinite(loss_fn.acc_sum).all() and not math.isfinite(loss.item())
+
+
+# ---------------------------------------------------------------- warm start option
+
+def test_warm_start_option_matches_the_seed_function():
+    from ghm_mmdet.core import warm_start_ghm_weights
+    import torch.nn.functional as F
+    pred, labels, weight = cls_inputs()
+    target = (labels[:, None] == torch.arange(6)).float()
+    loss_fn = GHMC(bins=10, momentum=0.75, warm_start=True)
+    state = None
+    for _ in range(3):
+        loss = loss_fn(pred, labels, weight, reduction_override='sum')
+        beta, state = warm_start_ghm_weights(pred.sigmoid(), target,
+                                             weight[:, None].expand_as(pred), state, 10, 0.75)
+        expected = F.binary_cross_entropy_with_logits(pred, target, weight=beta, reduction='sum')
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(loss_fn.acc_sum, state.acc_sum)
+
+
+# ---------------------------------------------------------------- torch.compile
+
+@pytest.mark.slow
+@pytest.mark.parametrize('warm_start', [False, True])
+def test_compile_fullgraph_dynamic_matches_eager(warm_start):
+    torch._dynamo.reset()
+    cases = [(GHMC, dict(bins=30, momentum=0.75, warm_start=warm_start), 'labels'),
+             (GHMC, dict(bins=30, momentum=0.75, warm_start=warm_start), 'one_hot'),
+             (GHMR, dict(mu=0.02, bins=10, momentum=0.7, warm_start=warm_start), 'deltas')]
+    for loss_cls, kwargs, kind in cases:
+        eager, compiled_module = loss_cls(**kwargs), loss_cls(**kwargs)
+        compiled = torch.compile(compiled_module, fullgraph=True, dynamic=True)
+        for num in (64, 101, 300):
+            if kind == 'deltas':
+                pred, target, weight = reg_inputs(num, seed=num)
+            else:
+                pred, target, weight = cls_inputs(num, seed=num)
+                if kind == 'one_hot':
+                    target = (target[:, None] == torch.arange(6)).float()
+                    weight = weight[:, None].expand_as(pred).contiguous()
+            p1, p2 = pred.clone().requires_grad_(), pred.clone().requires_grad_()
+            expected, got = eager(p1, target, weight), compiled(p2, target, weight)
+            expected.backward()
+            got.backward()
+            assert got.item() == pytest.approx(expected.item(), rel=1e-5), (kind, num)
+            assert torch.allclose(p2.grad, p1.grad, rtol=1e-4, atol=1e-9), (kind, num)
+            assert torch.allclose(compiled_module.acc_sum, eager.acc_sum), (kind, num)
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize('loss_cls, kwargs, error, words', [
+    (GHMC, dict(bins=0), ValueError, 'bins must be an int >= 1, got 0'),
+    (GHMC, dict(bins=2.5), TypeError, "bins must be an int >= 1, got 2.5"),
+    (GHMC, dict(bins=True), TypeError, 'bins'),
+    (GHMR, dict(bins='10'), TypeError, "bins must be an int >= 1, got '10'"),
+    (GHMC, dict(momentum=1.0), ValueError, r'momentum must be a float in \[0, 1\), got 1.0'),
+    (GHMC, dict(momentum=-0.1), ValueError, r'momentum must be a float in \[0, 1\), got -0.1'),
+    (GHMR, dict(momentum='0.7'), TypeError, 'momentum'),
+    (GHMR, dict(mu=0.0), ValueError, 'mu must be a finite float > 0, got 0.0'),
+    (GHMR, dict(mu=-0.02), ValueError, 'mu must be a finite float > 0, got -0.02'),
+    (GHMC, dict(loss_weight=-1.0), ValueError, 'loss_weight must be a finite float >= 0, got -1.0'),
+    (GHMR, dict(reduction='avg'), ValueError, "reduction must be one of .*got 'avg'"),
+    (GHMC, dict(use_sigmoid=False), ValueError, 'use_sigmoid must be True'),
+    (GHMC, dict(sync_stats=1), TypeError, 'sync_stats must be a bool'),
+])
+def test_bad_construction_arguments(loss_cls, kwargs, error, words):
+    with pytest.raises(error, match=words):
+        loss_cls(**kwargs)
+
+
+def test_bad_call_arguments():
+    pred, labels, weight = cls_inputs(num=10, num_classes=4)
+    loss = GHMC()
+    with pytest.raises(ValueError, match=r'target must have the shape of pred \(10, 4\)'):
+        loss(pred, torch.zeros(10, 3), torch.ones(10, 3))
+    with pytest.raises(ValueError, match=r'weight must have the shape of pred \(10, 4\), got \(10,\)'):
+        loss(pred, torch.zeros(10, 4), torch.ones(10))  # no silent broadcast
+    with pytest.raises(ValueError, match=r'weight must have the shape of the integer labels'):
+        loss(pred, labels.clamp(max=4), torch.ones(10, 4))
+    with pytest.raises(TypeError, match='pred must be a floating-point tensor, got dtype torch.int64'):
+        loss(pred.long(), labels, weight)
+    bad = labels.clone()
+    bad[2] = 5
+    with pytest.raises(ValueError, match=r'labels must be in \[0, 4\] \(4 = background\), got 5'):
+        loss(pred, bad, weight)
+    bad[2] = -1
+    with pytest.raises(ValueError, match='got -1'):
+        loss(pred, bad, weight)
+    with pytest.raises(ValueError, match="reduction_override must be one of .*got 'avg'"):
+        loss(pred, labels, weight, reduction_override='avg')
+    with pytest.raises(ValueError, match='avg_factor must be > 0, got 0'):
+        loss(pred, labels, weight, avg_factor=0)
+    with pytest.raises(ValueError, match=r'target must have the shape of pred \(10, 4\)'):
+        GHMR()(pred, torch.zeros(10, 1), torch.ones(10, 4))
+
+
+def test_bad_input_leaves_the_state_untouched():
+    loss = GHMC(bins=10, momentum=0.75)
+    loss(*cls_inputs(num_classes=4))
+    before = loss.acc_sum.clone()
+    pred, labels, weight = cls_inputs(num_classes=4)
+    labels[0] = 99
+    with pytest.raises(ValueError):
+        loss(pred, labels, weight)
+    assert torch.equal(loss.acc_sum, before)
