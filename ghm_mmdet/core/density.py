@@ -164,6 +164,12 @@ def warm_start_weights_per_bin(density: Tensor, total: Tensor) -> Tensor:
     return torch.cat([beta, beta.new_zeros(1)]).float()
 
 
-def gather_weights(table: Tensor, index: Tensor) -> Tensor:
-    """Per-entry weight from a per-region table: ``table[index]``, same shape as ``index``, float32."""
-    return table.index_select(0, index.reshape(-1)).view(index.shape)
+def gather_weights(table: Tensor, index: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    """Per-entry weight from a per-region table: ``table[index]``, same shape as ``index``, float32.
+
+    ``out``, if given, is a contiguous float32 tensor of ``index``'s size to write into (not ``index``).
+    """
+    if out is None:
+        return table.index_select(0, index.reshape(-1)).view(index.shape)
+    torch.index_select(table, 0, index.reshape(-1), out=out.view(-1))
+    return out.view(index.shape)

@@ -30,8 +30,8 @@ def harmonizing_weights(index: Tensor,
                         momentum: float = 0.0,
                         acc_sum: Optional[Tensor] = None,
                         floor: Optional[Tensor] = None,
-                        all_reduce: Optional[Callable[[Tensor], Optional[Tensor]]] = None
-                        ) -> HarmonizedWeights:
+                        all_reduce: Optional[Callable[[Tensor], Optional[Tensor]]] = None,
+                        out: Optional[Tensor] = None) -> HarmonizedWeights:
     """Gradient density harmonizing parameter beta of every entry (Eq. 6-9 of arXiv:1811.05181).
 
     Three modes, chosen by the state passed in:
@@ -54,6 +54,7 @@ def harmonizing_weights(index: Tensor,
         floor: float32 scalar warm-start floor (0 before the first call), or ``None``.
         all_reduce: optional function summing a float64 tensor over workers (in place, or returning
             the sum); with it the density and ``N`` are those of the whole distributed batch.
+        out: optional contiguous float32 tensor of ``index``'s size to receive the weights.
 
     Returns:
         :class:`HarmonizedWeights`.
@@ -76,4 +77,4 @@ def harmonizing_weights(index: Tensor,
         table = harmonizing_weights_per_bin(counts, acc_sum, total)
     else:
         table = harmonizing_weights_per_bin(counts, counts, total)
-    return HarmonizedWeights(gather_weights(table, index), total, acc_sum, floor)
+    return HarmonizedWeights(gather_weights(table, index, out), total, acc_sum, floor)

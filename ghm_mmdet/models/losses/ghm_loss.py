@@ -1,6 +1,7 @@
 """GHM-C and GHM-R as MMDetection losses: thin modules over :mod:`ghm_mmdet.core` that hold the moving
 average as buffers and follow mmdet's loss contract. By default their numbers equal mmdet 3.3.0's
 ``GHMC``/``GHMR``; the options below are off unless asked for."""
+from functools import partial
 from typing import Optional, Union
 
 import torch
@@ -10,8 +11,8 @@ from mmengine import dist
 from torch import Tensor, nn
 
 from ghm_mmdet.core import (GHMC_LAST_EDGE, GHMR_LAST_EDGE, asl1_gradient_norm, asl1_loss,
-                            bin_indices, harmonizing_weights, label_bin_indices,
-                            sigmoid_gradient_norm, unit_region_edges, weighted_label_bce)
+                            bin_indices, harmonized_label_bce, harmonizing_weights,
+                            sigmoid_gradient_norm, unit_region_edges)
 from ghm_mmdet.core.checks import (check_bins, check_floating, check_labels_in_range,
                                    check_momentum, check_non_negative, check_positive,
                                    check_reduction, check_same_shape)
@@ -45,16 +46,17 @@ class _GHMLoss(nn.Module):
         if warm_start:
             self.register_buffer('acc_floor', torch.zeros(()))
 
-    def _harmonize(self, index: Tensor, total: Tensor, num_valid: Optional[Tensor] = None):
-        """Beta per entry from region indices; updates the moving-average buffers in place, with no
-        host sync."""
+    def _harmonize(self, index: Tensor, total: Tensor, num_valid: Optional[Tensor] = None,
+                   out: Optional[Tensor] = None):
+        """Beta per entry from region indices (written to ``out`` if given); updates the
+        moving-average buffers in place, with no host sync."""
         all_reduce = None
         if self.sync_stats and dist.get_world_size() > 1:
             all_reduce = dist.all_reduce
         result = harmonizing_weights(
             index, self.bins, total, num_valid=num_valid, momentum=self.momentum,
             acc_sum=getattr(self, 'acc_sum', None), floor=getattr(self, 'acc_floor', None),
-            all_reduce=all_reduce)
+            all_reduce=all_reduce, out=out)
         if result.acc_sum is not None:
             self.acc_sum.copy_(result.acc_sum)
         if result.floor is not None:
@@ -190,10 +192,10 @@ class GHMC(_GHMLoss):
             valid_rows = torch.ones_like(labels, dtype=torch.bool)
         else:
             valid_rows = weight.reshape(-1) > 0
-        index = label_bin_indices(logits, labels, valid_rows, self.edges)
-        result = self._harmonize(index, valid_rows.sum(dtype=torch.float64) * num_classes)
-        del index  # free it before the BCE allocates
-        return weighted_label_bce(logits, labels, result.weights), result.total
+        total = valid_rows.sum(dtype=torch.float64) * num_classes
+        loss, result = harmonized_label_bce(logits, labels, valid_rows, self.edges,
+                                            partial(self._harmonize, total=total))
+        return loss, result.total
 
     @staticmethod
     def _expand_target(pred: Tensor, target: Tensor, weight: Optional[Tensor]):
