@@ -26,7 +26,7 @@ setup(
     packages=find_packages(include=['ghm_mmdet', 'ghm_mmdet.*']),
     python_requires='>=3.8',
     install_requires=[
-        'torch>=2.0',  # any torch you already have (CPU or CUDA); set-up installs 2.13.0 CPU if none
+        'torch>=2.5',  # the tools' weights-only checkpoint allowlist needs torch.serialization.safe_globals
         'mmengine==0.10.7',  # the release the tools' checkpoint allowlist and dist handling are written for
         'mmcv==2.1.0',  # mmdet 3.3.0 needs mmcv<2.2.0; 2.1.0 is the newest release that builds with torch 2.x
         'mmdet==3.3.0',  # our GHMC/GHMR reproduce this release's numbers and override its registry entries
