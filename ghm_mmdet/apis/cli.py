@@ -92,7 +92,22 @@ def run_train(argv: Optional[Sequence[str]] = None) -> None:
         _setup_dynamo_cache()
         cfg = configure_training(load_config(args.config, args.cfg_options), args)
         with cpu_process_group(args.launcher, cfg), weights_only_checkpoints():
-            build_runner(cfg).train()
+            runner = build_runner(cfg)
+            runner.train()
+            report_outputs(runner)
+
+
+def report_outputs(runner) -> None:
+    """One line, from the main process, saying where the run left its checkpoint and logs."""
+    from mmengine.dist import is_main_process
+    if not is_main_process():
+        return
+    pointer = os.path.join(runner.work_dir, 'last_checkpoint')
+    checkpoint = 'none saved'
+    if os.path.isfile(pointer):
+        with open(pointer) as f:
+            checkpoint = f.read().strip()
+    print(f'train.py: done; last checkpoint: {checkpoint}; logs: {runner.log_dir}', flush=True)
 
 
 def run_test(argv: Optional[Sequence[str]] = None) -> dict:
