@@ -91,3 +91,11 @@ def test_r50_config_builds_ghm_mmdet_losses():
     assert type(head.loss_bbox) is GHMR
     assert (head.loss_bbox.mu, head.loss_bbox.bins, head.loss_bbox.momentum,
             head.loss_bbox.loss_weight) == (0.02, 10, 0.7, 10.0)
+
+
+@pytest.mark.parametrize('ours', sorted(PUBLISHED))
+def test_config_inherits_mmdets_retinanet_config_directly(ours):
+    text = (CONFIG_DIR / ours).read_text()
+    backbone = ours.replace('retinanet_ghm_', '').replace('_fpn_1x_coco.py', '')
+    assert f"_base_ = 'mmdet::retinanet/retinanet_{backbone}_fpn_1x_coco.py'" in text
+    assert "custom_imports = dict(imports=['ghm_mmdet'], allow_failed_imports=False)" in text
