@@ -54,6 +54,10 @@ def test_avg_factor_default_keeps_mmdet_numbers_and_opt_in_replaces_n():
     pred, labels, weight = cls_inputs()
     plain = GHMC(bins=10)(pred, labels, weight)
     assert GHMC(bins=10)(pred, labels, weight, avg_factor=7).item() == plain.item()
+    import numpy as np
+    assert GHMC(bins=10)(pred, labels, weight, avg_factor=np.int64(7)).item() == plain.item()
+    with pytest.raises(TypeError, match="avg_factor must be a number or a tensor, got '7'"):
+        GHMC(bins=10)(pred, labels, weight, avg_factor='7')
     total = GHMC(bins=10, reduction='sum')(pred, labels, weight)
     opted = GHMC(bins=10, use_avg_factor=True)(pred, labels, weight, avg_factor=7)
     assert opted.item() == pytest.approx(total.item() / 7, rel=1e-5)

@@ -1,6 +1,7 @@
 """GHM-C and GHM-R as MMDetection losses: thin modules over :mod:`ghm_mmdet.core` that hold the moving
 average as buffers and follow mmdet's loss contract. By default their numbers equal mmdet 3.3.0's
 ``GHMC``/``GHMR``; the options below are off unless asked for."""
+import numbers
 from functools import partial
 from typing import Optional, Union
 
@@ -93,7 +94,7 @@ class _GHMLoss(nn.Module):
     def _check_avg_factor(avg_factor):
         if avg_factor is None or isinstance(avg_factor, Tensor):
             return
-        if isinstance(avg_factor, bool) or not isinstance(avg_factor, (int, float)):
+        if isinstance(avg_factor, bool) or not isinstance(avg_factor, numbers.Real):
             raise TypeError(f'avg_factor must be a number or a tensor, got {avg_factor!r}')
         if not avg_factor > 0:
             raise ValueError(f'avg_factor must be > 0, got {avg_factor}')
