@@ -26,19 +26,22 @@ def check_momentum(momentum, name: str = 'momentum') -> float:
 
 
 def check_positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f'{name} must be a float > 0, got {value!r} of type {type(value).__name__}')
-    if not float(value) > 0.0 or float(value) == float('inf'):
-        raise ValueError(f'{name} must be a finite float > 0, got {value}')
-    return float(value)
+    return _check_finite_real(value, name, strictly_positive=True)
 
 
 def check_non_negative(value, name: str) -> float:
+    return _check_finite_real(value, name, strictly_positive=False)
+
+
+def _check_finite_real(value, name: str, strictly_positive: bool) -> float:
+    accepted = 'a finite float > 0' if strictly_positive else 'a finite float >= 0'
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f'{name} must be a float >= 0, got {value!r} of type {type(value).__name__}')
-    if not float(value) >= 0.0 or float(value) == float('inf'):
-        raise ValueError(f'{name} must be a finite float >= 0, got {value}')
-    return float(value)
+        raise TypeError(f'{name} must be {accepted}, got {value!r} of type {type(value).__name__}')
+    value = float(value)
+    in_range = value > 0.0 if strictly_positive else value >= 0.0
+    if not in_range or value == float('inf'):  # NaN fails both comparisons
+        raise ValueError(f'{name} must be {accepted}, got {value}')
+    return value
 
 
 def check_reduction(reduction, name: str = 'reduction') -> str:

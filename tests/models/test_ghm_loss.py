@@ -291,3 +291,22 @@ def test_bad_input_leaves_the_state_untouched():
     with pytest.raises(ValueError):
         loss(pred, labels, weight)
     assert torch.equal(loss.acc_sum, before)
+
+
+def test_weight_none_means_every_entry_is_valid():
+    pred, labels, _ = cls_inputs()
+    one_hot = (labels[:, None] == torch.arange(6)).float()
+    for target in (labels, one_hot):
+        assert GHMC(bins=10)(pred, target).item() == pytest.approx(
+            GHMC(bins=10)(pred, target, torch.ones(target.shape)).item(), rel=1e-6)
+    pred_r, target_r, _ = reg_inputs()
+    assert GHMR()(pred_r, target_r).item() == pytest.approx(
+        GHMR()(pred_r, target_r, torch.ones_like(pred_r)).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize('value', [float('nan'), float('inf')])
+def test_non_finite_mu_and_loss_weight_are_rejected(value):
+    with pytest.raises(ValueError, match='mu must be a finite float > 0'):
+        GHMR(mu=value)
+    with pytest.raises(ValueError, match='loss_weight must be a finite float >= 0'):
+        GHMC(loss_weight=value)

@@ -162,9 +162,12 @@ class GHMC(_GHMLoss):
             loss, total = self._loss_from_labels(pred, target, weight)
         else:
             target, weight = self._expand_target(pred, target, weight)
-            valid = weight > 0 if weight is not None else torch.ones_like(pred, dtype=torch.bool)
+            # weight=None: every entry is valid, and no full-size mask is needed to say so.
+            valid = None if weight is None else weight > 0
             index = bin_indices(sigmoid_gradient_norm(pred, target), self.edges, valid)
-            result = self._harmonize(index, valid.sum(dtype=torch.float64))
+            num_valid = (pred.new_tensor(pred.numel(), dtype=torch.float64) if valid is None
+                         else valid.sum(dtype=torch.float64))
+            result = self._harmonize(index, num_valid)
             del index  # free it before the BCE allocates
             # reduction='sum' inside the fused BCE never materialises the per-entry loss.
             loss = F.binary_cross_entropy_with_logits(
