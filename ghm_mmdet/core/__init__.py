@@ -1,20 +1,18 @@
 """Framework-free GHM core: plain PyTorch functions, no mmdet or mmengine import.
 
-Usable from MMDetection (through :mod:`ghm_mmdet.models`), Detectron2 or a hand-written training loop.
+One call per loss, the moving-average state passed in and returned, for MMDetection (through
+:mod:`ghm_mmdet.models`), Detectron2 or a hand-written training loop::
+
+    loss_cls, acc_c = ghm_c_loss(logits, labels, valid, acc_c, bins=30, momentum=0.75)
+    loss_box, acc_r = ghm_r_loss(deltas, target_deltas, weights, acc_r, mu=0.02, bins=10, momentum=0.7)
+
+The submodules hold the building blocks the modules share; they are not part of the public API.
 """
-from .checks import REDUCTIONS
-from .density import (GHMC_LAST_EDGE, GHMR_LAST_EDGE, bin_counts, bin_indices, ema_density,
-                      gather_weights, harmonizing_weights_per_bin, unit_region_edges,
-                      warm_start_density, warm_start_weights_per_bin)
-from .gradient_norm import asl1_gradient_norm, asl1_loss, sigmoid_gradient_norm
-from .harmonize import HarmonizedWeights, harmonizing_weights
-from .label_bce import harmonized_label_bce, label_bin_indices, weighted_label_bce
+from .checks import GHMArgumentError, GHMArgumentTypeError
+from .losses import ghm_c_loss, ghm_c_softmax_loss, ghm_r_loss
 from .warm_start import WarmStartState, warm_start_ghm_weights
 
 __all__ = [
-    'REDUCTIONS', 'GHMC_LAST_EDGE', 'GHMR_LAST_EDGE', 'bin_counts', 'bin_indices', 'ema_density',
-    'gather_weights', 'harmonizing_weights_per_bin', 'unit_region_edges', 'warm_start_density',
-    'warm_start_weights_per_bin', 'asl1_gradient_norm', 'asl1_loss', 'sigmoid_gradient_norm',
-    'HarmonizedWeights', 'harmonizing_weights', 'harmonized_label_bce', 'label_bin_indices',
-    'weighted_label_bce', 'WarmStartState', 'warm_start_ghm_weights'
+    'ghm_c_loss', 'ghm_c_softmax_loss', 'ghm_r_loss', 'warm_start_ghm_weights', 'WarmStartState',
+    'GHMArgumentError', 'GHMArgumentTypeError'
 ]

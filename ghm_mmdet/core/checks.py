@@ -8,20 +8,33 @@ from torch import Tensor
 REDUCTIONS = ('none', 'mean', 'sum')
 
 
+class GHMArgumentError(ValueError, AssertionError):
+    """An argument given to a GHM loss is outside what it accepts; the message names the argument, the value
+    and what is accepted.
+
+    A ``ValueError``, and also an ``AssertionError`` because mmdet's loss contract (and its unit tests)
+    asserts on a bad ``reduction_override``. The tools print it as one line: it is always a user's value.
+    """
+
+
+class GHMArgumentTypeError(GHMArgumentError, TypeError):
+    """A :class:`GHMArgumentError` for an argument of the wrong type (also a ``TypeError``)."""
+
+
 def check_bins(bins) -> int:
     if isinstance(bins, bool) or not isinstance(bins, numbers.Integral):
-        raise TypeError(f'bins must be an int >= 1, got {bins!r} of type {type(bins).__name__}')
+        raise GHMArgumentTypeError(f'bins must be an int >= 1, got {bins!r} of type {type(bins).__name__}')
     if bins < 1:
-        raise ValueError(f'bins must be an int >= 1, got {bins}')
+        raise GHMArgumentError(f'bins must be an int >= 1, got {bins}')
     return int(bins)
 
 
 def check_momentum(momentum, name: str = 'momentum') -> float:
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
-        raise TypeError(f'{name} must be a float in [0, 1), got {momentum!r} of type '
+        raise GHMArgumentTypeError(f'{name} must be a float in [0, 1), got {momentum!r} of type '
                         f'{type(momentum).__name__}')
     if not 0.0 <= float(momentum) < 1.0:
-        raise ValueError(f'{name} must be a float in [0, 1), got {momentum}')
+        raise GHMArgumentError(f'{name} must be a float in [0, 1), got {momentum}')
     return float(momentum)
 
 
@@ -36,47 +49,50 @@ def check_non_negative(value, name: str) -> float:
 def _check_finite_real(value, name: str, strictly_positive: bool) -> float:
     accepted = 'a finite float > 0' if strictly_positive else 'a finite float >= 0'
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f'{name} must be {accepted}, got {value!r} of type {type(value).__name__}')
+        raise GHMArgumentTypeError(f'{name} must be {accepted}, got {value!r} of type {type(value).__name__}')
     value = float(value)
     in_range = value > 0.0 if strictly_positive else value >= 0.0
     if not in_range or value == float('inf'):  # NaN fails both comparisons
-        raise ValueError(f'{name} must be {accepted}, got {value}')
+        raise GHMArgumentError(f'{name} must be {accepted}, got {value}')
     return value
 
 
 def check_reduction(reduction, name: str = 'reduction') -> str:
     if reduction not in REDUCTIONS:
-        raise ValueError(f'{name} must be one of {REDUCTIONS}, got {reduction!r}')
+        raise GHMArgumentError(f'{name} must be one of {REDUCTIONS}, got {reduction!r}')
     return reduction
 
 
 def check_floating(tensor, name: str) -> Tensor:
     if not isinstance(tensor, Tensor):
-        raise TypeError(f'{name} must be a torch.Tensor, got {type(tensor).__name__}')
+        raise GHMArgumentTypeError(f'{name} must be a torch.Tensor, got {type(tensor).__name__}')
     if not tensor.is_floating_point():
-        raise TypeError(f'{name} must be a floating-point tensor, got dtype {tensor.dtype}')
+        raise GHMArgumentTypeError(f'{name} must be a floating-point tensor, got dtype {tensor.dtype}')
     return tensor
 
 
 def check_same_shape(tensor: Tensor, name: str, reference: Tensor, reference_name: str) -> None:
     if not isinstance(tensor, Tensor):
-        raise TypeError(f'{name} must be a torch.Tensor, got {type(tensor).__name__}')
+        raise GHMArgumentTypeError(f'{name} must be a torch.Tensor, got {type(tensor).__name__}')
     if tensor.shape != reference.shape:
-        raise ValueError(f'{name} must have the shape of {reference_name} {tuple(reference.shape)}, '
+        raise GHMArgumentError(f'{name} must have the shape of {reference_name} {tuple(reference.shape)}, '
                          f'got {tuple(tensor.shape)} (no broadcasting)')
 
 
-def check_labels_in_range(labels: Tensor, num_classes: int, name: str = 'target') -> None:
-    """Integer labels must lie in [0, num_classes] (``num_classes`` is background).
+def check_labels_in_range(labels: Tensor, num_classes: int, name: str = 'target',
+                          background: bool = True) -> None:
+    """Integer labels must lie in [0, num_classes] (with ``background``, ``num_classes`` is background).
 
-    On the CPU this is checked at once and raises ``ValueError`` naming a bad label. On an accelerator,
-    or while compiling, it becomes a device-side assertion so that it never waits for the device.
+    On the CPU this is checked at once and raises :class:`GHMArgumentError` naming a bad label. On an
+    accelerator, or while compiling, it becomes a device-side assertion so that it never waits for the
+    device.
     """
     in_range = (labels >= 0) & (labels <= num_classes)
-    message = f'{name}: integer labels must be in [0, {num_classes}] ({num_classes} = background)'
+    accepted = f'[0, {num_classes}]' + (f' ({num_classes} = background)' if background else '')
+    message = f'{name}: integer labels must be in {accepted}'
     if labels.device.type == 'cpu' and not torch.compiler.is_compiling():
         if not bool(in_range.all()):
             bad = labels[~in_range][0]
-            raise ValueError(f'{message}, got {int(bad)}')
+            raise GHMArgumentError(f'{message}, got {int(bad)}')
     else:
         torch._assert_async(in_range.all(), message)

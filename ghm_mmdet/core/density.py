@@ -6,12 +6,21 @@ the density of a region is the number of valid entries whose gradient norm falls
 exponential moving average over calls (Eq. 9); beta = N / GD(g) (Eq. 6), divided by the number of
 non-empty regions as in the reference implementation.
 
-Design: no ``.item()``, no Python loop over bins and no data-dependent shapes, so every function here
-compiles with ``torch.compile(fullgraph=True, dynamic=True)`` and never synchronises host and device.
-Per-bin arithmetic (a handful of numbers) runs in float64 so that counts above 2**24 stay exact; every
-full-size tensor stays float32 or integer.
+Design: no ``.item()``, no run-time loop over bins and no data-dependent shapes, so nothing here
+synchronises host and device. Two forms of the binning share one definition of the regions
+(:func:`unit_region_edges`):
+
+* eager: ``bucketize`` then ``bincount`` (:func:`bin_indices`, :func:`bin_counts`), the fastest kernels
+  when each op runs on its own;
+* under ``torch.compile``: comparisons against the fixed edges, unrolled while tracing
+  (:func:`fused_bin_counts`, :func:`fused_weights`), which Inductor fuses into one pass over the input.
+
+Both compare the float32 gradient norm with the same float32 edges, so they put every entry in the same
+region (tested at every edge +-1 ulp). Per-bin arithmetic (a handful of numbers) runs in float64 so that
+counts above 2**24 stay exact; every full-size tensor stays float32 or integer.
 """
-from typing import Optional, Tuple
+import math
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -34,6 +43,24 @@ def unit_region_edges(bins: int, last_edge: float, device=None) -> Tensor:
     edges = torch.arange(bins + 1, device=device).float() / bins
     edges[-1] = last_edge
     return edges
+
+
+def edge_values(bins: int, last_edge: float) -> Tuple[float, ...]:
+    """The edges of :func:`unit_region_edges` as Python floats (constants for the traced comparisons).
+
+    ``k / bins`` rounded to float32, bit-identical to ``float32(k) / bins`` for every ``bins`` a loss takes
+    (the exact quotient is never a float32 rounding tie, so rounding through float64 changes nothing).
+    Plain arithmetic, so that ``torch.compile`` folds it into constants.
+    """
+    return tuple(_round_to_float32(k / bins) for k in range(bins)) + (_round_to_float32(last_edge),)
+
+
+def _round_to_float32(value: float) -> float:
+    """``value`` rounded to the nearest float32, ties to even (normal range)."""
+    if value == 0.0:
+        return 0.0
+    mantissa, exponent = math.frexp(value)
+    return math.ldexp(round(mantissa * 2.0**24), exponent - 24)
 
 
 def bin_indices(gradient_norm: Tensor, edges: Tensor, valid: Optional[Tensor] = None) -> Tensor:
@@ -82,6 +109,53 @@ def bin_counts(index: Tensor, bins: int) -> Tensor:
     return counts[:bins].double()
 
 
+def fused_bin_counts(gradient_norm: Tensor, valid: Optional[Tensor], edges: Sequence[float]) -> Tensor:
+    """:func:`bin_counts` of :func:`bin_indices` in one pass: ``R_k = C_k - C_(k+1)``, where
+    ``C_k = #{valid, g >= e_k}``.
+
+    The ``bins + 1`` comparisons are unrolled while tracing; under ``torch.compile`` they become one fused
+    reduction over ``gradient_norm`` instead of a ``bucketize`` and a ``bincount`` kernel. NaN fails every
+    comparison, so it is never counted, as in :func:`bin_indices`.
+
+    Args:
+        gradient_norm: ``(...)`` float32 gradient norms.
+        valid: ``(...)`` bool mask broadcastable to ``gradient_norm``, or ``None`` (all valid).
+        edges: the ``bins + 1`` edges from :func:`edge_values`.
+
+    Returns:
+        ``(bins,)`` float64 counts.
+    """
+    counted = gradient_norm >= edges[0]
+    if valid is not None:
+        counted = counted & valid
+    at_least = [counted.sum(dtype=torch.int64)]
+    at_least += [(counted & (gradient_norm >= edge)).sum(dtype=torch.int64) for edge in edges[1:]]
+    at_least = torch.stack(at_least).double()
+    return at_least[:-1] - at_least[1:]
+
+
+def fused_weights(gradient_norm: Tensor, valid: Optional[Tensor], beta: Tensor,
+                  edges: Sequence[float]) -> Tensor:
+    """:func:`gather_weights` of :func:`bin_indices` as a chain of selects over the fixed edges.
+
+    Args:
+        gradient_norm: ``(...)`` float32 gradient norms.
+        valid: ``(...)`` bool mask broadcastable to ``gradient_norm``, or ``None``.
+        beta: ``(bins,)`` float32 weight of each region.
+        edges: the ``bins + 1`` edges from :func:`edge_values`.
+
+    Returns:
+        ``(...)`` float32 ``beta`` of each entry's region, 0 for entries not counted.
+    """
+    weights = beta[0]
+    for k in range(1, len(edges) - 1):
+        weights = torch.where(gradient_norm >= edges[k], beta[k], weights)
+    counted = (gradient_norm >= edges[0]) & (gradient_norm < edges[-1])
+    if valid is not None:
+        counted = counted & valid
+    return torch.where(counted, weights, 0.0)
+
+
 def ema_density(counts: Tensor, acc_sum: Tensor, momentum: float) -> Tensor:
     """Moving-average gradient density of mmdet's GHM (Eq. 9, without warm start).
 
@@ -112,13 +186,12 @@ def harmonizing_weights_per_bin(counts: Tensor, density: Tensor, total: Tensor) 
         total: scalar tensor ``N`` (at least 1).
 
     Returns:
-        ``(bins + 1,)`` float32 table: beta per region, and 0 for the discarded region ``bins``.
+        ``(bins,)`` float64 beta per region, 0 for empty regions.
     """
     non_empty = counts > 0
     num_non_empty = non_empty.sum().clamp(min=1).double()
     beta = total.double() / (density.double().clamp(min=1e-12) * num_non_empty)
-    beta = torch.where(non_empty, beta, 0.0)
-    return torch.cat([beta, beta.new_zeros(1)]).float()
+    return torch.where(non_empty, beta, 0.0)
 
 
 def warm_start_density(counts: Tensor, num_valid: Tensor, acc_sum: Tensor, floor: Tensor,
@@ -157,10 +230,15 @@ def warm_start_weights_per_bin(density: Tensor, total: Tensor) -> Tensor:
     """Beta of each region for the warm-started average: ``N / (S_k * bins)``, no division by ``n``.
 
     Returns:
-        ``(bins + 1,)`` float32 table, 0 for the discarded region ``bins``.
+        ``(bins,)`` float64 beta per region.
     """
     bins = density.numel()
-    beta = total.double() / (density.clamp(min=1e-12) * bins)
+    return total.double() / (density.double().clamp(min=1e-12) * bins)
+
+
+def weight_table(beta: Tensor) -> Tensor:
+    """``(bins + 1,)`` float32 lookup table for :func:`gather_weights`: beta, then 0 for the discarded
+    region ``bins``."""
     return torch.cat([beta, beta.new_zeros(1)]).float()
 
 

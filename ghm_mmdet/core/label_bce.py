@@ -1,4 +1,4 @@
-"""GHM-C from integer class labels without materialising the one-hot target.
+"""Eager GHM-C from integer class labels without materialising the one-hot target.
 
 RetinaNet-style heads pass ``(N,)`` labels for ``(N, C)`` logits, about 1% of them positive. With binary
 targets ``t``, the gradient norm is ``g = p`` except at the one positive class of each anchor, where it is
@@ -7,6 +7,10 @@ targets ``t``, the gradient norm is ``g = p`` except at the one positive class o
 temporaries are reused once dead (allocating, i.e. page-faulting, a fresh ``N * C`` buffer costs several
 times a pass over one), and only the weights are saved for the backward: the peak extra memory is about
 twice the logits.
+
+The loss value is ``softplus`` of the logit, which is more accurate than
+``binary_cross_entropy_with_logits`` for very confident logits (at ``|x| ~ 12`` the latter is off by about
+1.4e-5 relative, because it adds ``log1p(exp(-|x|))`` to ``max(x, 0) - x * t`` in float32).
 """
 from typing import Callable, Optional, Tuple
 
@@ -14,11 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .density import bin_indices
-from .harmonize import HarmonizedWeights
+from .density import bin_counts, bin_indices, gather_weights, weight_table
+from .harmonize import Density
+
+#: Gradient norms below this are "easy" examples, above 1 minus it "outliers" (Sec. 3.1 of the paper).
+EASY_BELOW = 0.1
+OUTLIER_ABOVE = 0.9
 
 
-def _label_entries(labels: Tensor, num_classes: int) -> Tuple[Tensor, Tensor]:
+def label_entries(labels: Tensor, num_classes: int) -> Tuple[Tensor, Tensor]:
     """``(flat_index, is_positive)``: the position of ``(i, label_i)`` in the flattened ``(N, C)``
     tensor, and whether the label is a class. Background rows point at column ``C - 1`` with
     ``is_positive`` False, so both have the static shape ``(N,)``."""
@@ -26,98 +34,90 @@ def _label_entries(labels: Tensor, num_classes: int) -> Tuple[Tensor, Tensor]:
     return rows * num_classes + labels.clamp(max=num_classes - 1), labels < num_classes
 
 
-def _label_gradient_norm(logits: Tensor, entries: Tuple[Tensor, Tensor], valid_rows: Tensor) -> Tensor:
-    """``(N, C)`` float32 ``|sigmoid(x) - t|``, +inf on rows that are not valid (never counted)."""
-    gradient_norm = torch.sigmoid(logits.detach().float())
-    flat_index, positive = entries
+def label_gradient_norm(logits: Tensor, flat_index: Tensor, positive: Tensor,
+                        valid_rows: Optional[Tensor]) -> Tensor:
+    """``(N, C)`` contiguous float32 ``|sigmoid(x) - t|``, +inf on rows that are not valid (never counted).
+
+    ``logits`` may have any layout: the result is written into a fresh contiguous buffer.
+    """
+    gradient_norm = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
+    torch.sigmoid(logits.detach().float(), out=gradient_norm)
     flat = gradient_norm.view(-1)
     at_label = flat[flat_index]
     flat[flat_index] = torch.where(positive, 1.0 - at_label, at_label)
-    return gradient_norm.masked_fill_(~valid_rows.unsqueeze(-1), float('inf'))
+    if valid_rows is not None:
+        gradient_norm.masked_fill_(~valid_rows.unsqueeze(-1), float('inf'))
+    return gradient_norm
 
 
-def label_bin_indices(logits: Tensor, labels: Tensor, valid_rows: Tensor, edges: Tensor) -> Tensor:
-    """Region of every ``(anchor, class)`` entry for sigmoid BCE with integer labels.
-
-    Args:
-        logits: ``(N, C)`` floating logits.
-        labels: ``(N,)`` int64 labels in [0, C]; ``C`` is background (all targets 0).
-        valid_rows: ``(N,)`` bool, anchors whose entries take part.
-        edges: ``(bins + 1,)`` float32 edges.
-
-    Returns:
-        ``(N, C)`` int32 regions in ``[0, bins]``, equal to
-        ``bin_indices(sigmoid_gradient_norm(logits, one_hot(labels)), edges, valid)``.
-    """
-    entries = _label_entries(labels, logits.shape[-1])
-    return bin_indices(_label_gradient_norm(logits, entries, valid_rows), edges)
-
-
-def harmonized_label_bce(logits: Tensor, labels: Tensor, valid_rows: Tensor, edges: Tensor,
-                         harmonize: Callable[..., HarmonizedWeights]
-                         ) -> Tuple[Tensor, HarmonizedWeights]:
+def harmonized_label_bce(logits: Tensor, labels: Tensor, valid_rows: Optional[Tensor], edges: Tensor,
+                         harmonize: Callable[[Tensor], Density], record_shares: bool = False
+                         ) -> Tuple[Tensor, Density, Optional[Tensor]]:
     """GHM-C's summed loss ``sum_ij beta_ij * BCE(x_ij, onehot(labels)_ij)`` from integer labels.
 
     Args:
-        logits: ``(N, C)`` floating logits (any dtype; computed in float32).
+        logits: ``(N, C)`` floating logits (any dtype and layout; computed in float32).
         labels: ``(N,)`` int64 labels in [0, C], ``C`` = background.
-        valid_rows: ``(N,)`` bool, anchors whose entries take part.
+        valid_rows: ``(N,)`` bool, anchors whose entries take part, or ``None`` (all).
         edges: ``(bins + 1,)`` float32 edges.
-        harmonize: ``harmonize(index, out=buffer)`` returning :class:`HarmonizedWeights`, e.g.
-            :func:`harmonizing_weights` with its state bound; it may update that state.
+        harmonize: maps the ``(bins,)`` counts to a :class:`Density`.
+        record_shares: also return the sums of ``beta * BCE`` over all entries, over ``g < 0.1`` and over
+            ``g > 0.9`` (three more passes, for statistics).
 
     Returns:
-        ``(loss_sum, harmonized)``: float32 scalar whose gradient is ``beta * (sigmoid(x) - t)``, and
-        the weights with ``N`` and the new state.
+        ``(loss_sum, density, shares)``: float32 scalar whose gradient is ``beta * (sigmoid(x) - t)``,
+        the density, and ``None`` or the ``(3,)`` float64 shares.
     """
-    flat_index, positive = _label_entries(labels, logits.shape[-1])
-    gradient_norm = _label_gradient_norm(logits, (flat_index, positive), valid_rows)
+    flat_index, positive = label_entries(labels, logits.shape[-1])
+    gradient_norm = label_gradient_norm(logits, flat_index, positive, valid_rows)
     index = bin_indices(gradient_norm, edges)
-    harmonized = harmonize(index, out=gradient_norm)  # the norms are dead once binned
-    loss = _WeightedLabelBCE.apply(logits, flat_index, positive, harmonized.weights, index)
-    return loss, harmonized
+    masks = (gradient_norm < EASY_BELOW, gradient_norm > OUTLIER_ABOVE) if record_shares else None
+    density = harmonize(bin_counts(index, edges.numel() - 1))
+    weights = gather_weights(weight_table(density.beta), index, out=gradient_norm)  # norms are dead
+    with torch.no_grad():
+        sums = _weighted_label_bce_sums(logits, flat_index, positive, weights, index, masks)
+    loss = _WeightedLabelBCE.apply(logits, sums[0], flat_index, positive, weights)
+    return loss, density, (torch.stack(sums).double() if record_shares else None)
+
+
+def _weighted_label_bce_sums(logits: Tensor, flat_index: Tensor, positive: Tensor, weights: Tensor,
+                             scratch: Tensor, masks=None):
+    """``sum(weights * BCE)`` (and its sums over ``masks``); the per-entry loss goes into the dead int32
+    ``scratch`` (the region indices), so there is no fresh ``N * C`` allocation."""
+    x = logits.detach().float()
+    loss = scratch.view(torch.float32).view(x.shape)
+    torch.ops.aten.softplus.out(x, 1, 20, out=loss)
+    flat = loss.view(-1)
+    flat[flat_index] = torch.where(positive, F.softplus(-x.reshape(-1)[flat_index]), flat[flat_index])
+    loss.mul_(weights)
+    sums = [loss.sum()]
+    if masks is not None:
+        sums += [torch.where(mask, loss, 0.0).sum() for mask in masks]
+    return sums
 
 
 class _WeightedLabelBCE(torch.autograd.Function):
-    """``sum_ij w_ij * BCE(x_ij, onehot(labels)_ij)``; saves only ``w`` (and its inputs)."""
+    """Attaches the gradient ``weights * (sigmoid(x) - onehot(labels))`` to a precomputed loss sum.
+
+    Saves only the weights besides its inputs, and writes into no input. Its backward is itself
+    differentiable (``create_graph=True``), with out-of-place ops in that case.
+    """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, flat_index: Tensor, positive: Tensor, weights: Tensor,
-                scratch: Optional[Tensor] = None) -> Tensor:
-        x = logits.float()
-        if scratch is not None and scratch.element_size() == 4 and scratch.numel() == x.numel():
-            # The dead int32 region indices hold the per-entry loss: no fresh N * C allocation.
-            loss = scratch.view(torch.float32).view(x.shape)
-            torch.ops.aten.softplus.out(x, 1, 20, out=loss)
-        else:
-            loss = F.softplus(x)
-        flat = loss.view(-1)
-        flat[flat_index] = torch.where(positive, F.softplus(-x.reshape(-1)[flat_index]),
-                                       flat[flat_index])
+    def forward(ctx, logits: Tensor, loss_sum: Tensor, flat_index: Tensor, positive: Tensor,
+                weights: Tensor) -> Tensor:
         ctx.save_for_backward(logits, flat_index, positive, weights)
-        return loss.mul_(weights).sum()
+        return loss_sum.clone()
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         logits, flat_index, positive, weights = ctx.saved_tensors
-        grad = torch.sigmoid(logits.float())
-        flat = grad.view(-1)
-        flat[flat_index] = flat[flat_index] - positive.float()
-        grad.mul_(weights).mul_(grad_output)
+        probs = torch.sigmoid(logits.float()).contiguous()
+        if torch.is_grad_enabled():  # double backward: keep every op differentiable and out of place
+            grad = probs.view(-1).index_add(0, flat_index, -positive.to(probs.dtype)).view(probs.shape)
+            grad = grad * weights * grad_output
+        else:
+            flat = probs.view(-1)
+            flat[flat_index] = flat[flat_index] - positive.float()
+            grad = probs.mul_(weights).mul_(grad_output)
         return grad.to(logits.dtype), None, None, None, None
-
-
-def weighted_label_bce(logits: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
-    """Sum of ``weights * BCE(logits, one_hot(labels))`` without building the one-hot target.
-
-    Args:
-        logits: ``(N, C)`` floating logits (any dtype; computed in float32).
-        labels: ``(N,)`` int64 labels in [0, C], ``C`` = background.
-        weights: ``(N, C)`` float32 per-entry weights (constants: no gradient flows to them).
-
-    Returns:
-        float32 scalar; its gradient w.r.t. ``logits`` is ``weights * (sigmoid(x) - t)``, as
-        ``F.binary_cross_entropy_with_logits(..., weight=weights, reduction='sum')`` gives.
-    """
-    flat_index, positive = _label_entries(labels, logits.shape[-1])
-    return _WeightedLabelBCE.apply(logits, flat_index, positive, weights.detach(), None)

@@ -4,9 +4,10 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .checks import check_bins, check_floating, check_momentum, check_same_shape
-from .density import GHMC_LAST_EDGE, bin_indices, unit_region_edges
-from .harmonize import harmonizing_weights
+from .checks import GHMArgumentError, check_bins, check_floating, check_momentum, check_same_shape
+from .density import (GHMC_LAST_EDGE, bin_counts, bin_indices, gather_weights, unit_region_edges,
+                      weight_table)
+from .harmonize import harmonize
 
 
 class WarmStartState(NamedTuple):
@@ -68,12 +69,13 @@ def warm_start_ghm_weights(probs: Tensor,
     if state is None:
         state = WarmStartState.zeros(bins, device=probs.device)
     elif state.acc_sum.shape != (bins,):
-        raise ValueError(f'state.acc_sum must have shape ({bins},) for bins={bins}, '
+        raise GHMArgumentError(f'state.acc_sum must have shape ({bins},) for bins={bins}, '
                          f'got {tuple(state.acc_sum.shape)}')
     edges = unit_region_edges(bins, GHMC_LAST_EDGE, device=probs.device)
     valid = valid_mask > 0
     index = bin_indices((probs.detach().float() - targets.float()).abs(), edges, valid)
     num_valid = valid.sum(dtype=torch.float64)
-    result = harmonizing_weights(index, bins, total=num_valid, momentum=momentum,
-                                 acc_sum=state.acc_sum, floor=state.floor)
-    return result.weights, WarmStartState(result.acc_sum, result.floor)
+    density = harmonize(bin_counts(index, bins), num_valid, num_valid, state.acc_sum, momentum,
+                        floor=state.floor)
+    weights = gather_weights(weight_table(density.beta), index)
+    return weights, WarmStartState(density.acc_sum, density.floor)

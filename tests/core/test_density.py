@@ -6,9 +6,20 @@ import pytest
 import torch
 from mmdet.models.losses import ghm_loss as mmdet_ghm
 
-from ghm_mmdet.core import (GHMC_LAST_EDGE, GHMR_LAST_EDGE, bin_counts, bin_indices, ema_density,
-                            harmonizing_weights, harmonizing_weights_per_bin, unit_region_edges,
-                            warm_start_density)
+from ghm_mmdet.core.density import (GHMC_LAST_EDGE, GHMR_LAST_EDGE, bin_counts, bin_indices, edge_values,
+                                    ema_density, fused_bin_counts, fused_weights, gather_weights,
+                                    harmonizing_weights_per_bin, unit_region_edges, warm_start_density,
+                                    weight_table)
+from ghm_mmdet.core.harmonize import harmonize
+
+F64 = torch.float64
+
+
+def harmonizing_weights(index, bins, total, momentum=0.0, acc_sum=None, all_reduce=None):
+    """Per-entry beta from region indices through the eager path's steps."""
+    acc_sum = torch.zeros(bins) if acc_sum is None else acc_sum
+    density = harmonize(bin_counts(index, bins), total, total, acc_sum, momentum, all_reduce=all_reduce)
+    return gather_weights(weight_table(density.beta), index), density
 
 
 @pytest.mark.parametrize('bins', [1, 2, 3, 7, 10, 30, 99, 100])
@@ -25,15 +36,59 @@ def reference_regions(g, edges):
     return index
 
 
+def edge_probes(edges, seed):
+    """Every edge, the float32 just below and just above it, 0, 1, NaN and random values."""
+    probes = torch.cat([edges, torch.nextafter(edges, torch.tensor(-1.0)),
+                        torch.nextafter(edges, torch.tensor(2.0)), torch.tensor([0.0, 1.0]),
+                        torch.rand(200, generator=torch.Generator().manual_seed(seed))])
+    return probes[(probes >= 0)]
+
+
+@pytest.mark.parametrize('last_edge', [GHMC_LAST_EDGE, GHMR_LAST_EDGE])
+@pytest.mark.parametrize('bins', list(range(1, 101)))
+def test_edge_values_are_the_float32_edges(bins, last_edge):
+    assert torch.equal(torch.tensor(edge_values(bins, last_edge)), unit_region_edges(bins, last_edge))
+
+
 @pytest.mark.parametrize('bins', list(range(1, 101)))
 def test_bin_indices_match_mmdet_at_every_edge(bins):
     edges = unit_region_edges(bins, GHMC_LAST_EDGE)
-    # Every edge, the float32 just below and just above it, 0, 1 and random values.
-    probes = torch.cat([edges, torch.nextafter(edges, torch.tensor(-1.0)),
-                        torch.nextafter(edges, torch.tensor(2.0)), torch.tensor([0.0, 1.0]),
-                        torch.rand(200, generator=torch.Generator().manual_seed(bins))])
-    probes = probes[(probes >= 0)]
+    probes = edge_probes(edges, bins)
     assert torch.equal(bin_indices(probes, edges).long(), reference_regions(probes, edges))
+
+
+@pytest.mark.parametrize('bins', [1, 2, 3, 7, 10, 30, 64, 99, 100])
+def test_fused_counts_and_weights_equal_the_eager_path_at_every_edge(bins):
+    """The traced form (run eagerly here, compiled in test_compiled_fused_form_*) puts every entry
+    in the same region as bucketize, including NaN, invalid and out-of-range entries."""
+    edges = unit_region_edges(bins, GHMC_LAST_EDGE)
+    probes = torch.cat([edge_probes(edges, bins), torch.tensor([float('nan'), float('inf'), 2.0])])
+    valid = torch.rand(probes.shape, generator=torch.Generator().manual_seed(7)) > 0.2
+    index = bin_indices(probes, edges, valid)
+    counts = bin_counts(index, bins)
+    assert torch.equal(fused_bin_counts(probes, valid, edge_values(bins, GHMC_LAST_EDGE)), counts)
+    beta = torch.arange(1, bins + 1, dtype=torch.float32)  # a distinct weight per region
+    expected = gather_weights(weight_table(beta.double()), index)
+    assert torch.equal(fused_weights(probes, valid, beta, edge_values(bins, GHMC_LAST_EDGE)), expected)
+    assert torch.equal(fused_bin_counts(probes, None, edge_values(bins, GHMC_LAST_EDGE)),
+                       bin_counts(bin_indices(probes, edges), bins))
+
+
+def test_compiled_fused_form_equals_the_eager_path_at_every_edge():
+    bins = 30
+    edges = unit_region_edges(bins, GHMC_LAST_EDGE)
+    probes = torch.cat([edge_probes(edges, 3), torch.tensor([float('nan'), 2.0])])
+    valid = torch.rand(probes.shape, generator=torch.Generator().manual_seed(3)) > 0.2
+    beta = torch.arange(1, bins + 1, dtype=torch.float32)
+
+    def fused(g, v, b):
+        values = edge_values(bins, GHMC_LAST_EDGE)
+        return fused_bin_counts(g, v, values), fused_weights(g, v, b, values)
+
+    counts, weights = torch.compile(fused, fullgraph=True, dynamic=True)(probes, valid, beta)
+    index = bin_indices(probes, edges, valid)
+    assert torch.equal(counts, bin_counts(index, bins))
+    assert torch.equal(weights, gather_weights(weight_table(beta.double()), index))
 
 
 def test_bin_indices_send_invalid_nan_and_out_of_range_to_the_discarded_region():
@@ -59,18 +114,20 @@ def test_ema_updates_only_non_empty_regions():
 def test_beta_hand_example():
     # counts [3, 0, 1], N = 4, two non-empty regions: beta = 4 / (3 * 2), 0, 4 / (1 * 2); discarded 0.
     counts = torch.tensor([3.0, 0.0, 1.0], dtype=torch.float64)
-    table = harmonizing_weights_per_bin(counts, counts, torch.tensor(4.0, dtype=torch.float64))
-    assert table.tolist() == pytest.approx([4 / 6, 0.0, 2.0, 0.0])
+    beta = harmonizing_weights_per_bin(counts, counts, torch.tensor(4.0, dtype=torch.float64))
+    assert beta.tolist() == pytest.approx([4 / 6, 0.0, 2.0])
+    assert weight_table(beta).tolist() == pytest.approx([4 / 6, 0.0, 2.0, 0.0])
 
 
 def test_harmonizing_weights_with_momentum_hand_example():
     # Regions of g: [0, 0, 0, 2] with bins=3; EMA 0.5 from zeros: S = [1.5, 0, 0.5], n = 2, N = 4.
     index = torch.tensor([0, 0, 0, 2], dtype=torch.int32)
-    result = harmonizing_weights(index, 3, torch.tensor(4.0, dtype=torch.float64), momentum=0.5,
-                                 acc_sum=torch.zeros(3))
-    assert result.acc_sum.tolist() == [1.5, 0.0, 0.5]
-    assert result.weights.tolist() == pytest.approx([4 / 3, 4 / 3, 4 / 3, 4.0])
-    assert result.total.item() == 4.0
+    weights, density = harmonizing_weights(index, 3, torch.tensor(4.0, dtype=F64), momentum=0.5,
+                                           acc_sum=torch.zeros(3))
+    assert density.acc_sum.tolist() == [1.5, 0.0, 0.5]
+    assert weights.tolist() == pytest.approx([4 / 3, 4 / 3, 4 / 3, 4.0])
+    assert density.total.item() == 4.0
+    assert density.density.tolist() == [1.5, 0.0, 0.5]
 
 
 def test_all_reduce_callback_sees_counts_and_totals():
@@ -81,11 +138,11 @@ def test_all_reduce_callback_sees_counts_and_totals():
         stats.mul_(2)
 
     index = torch.tensor([0, 1, 1], dtype=torch.int32)
-    result = harmonizing_weights(index, 2, torch.tensor(3.0, dtype=torch.float64), all_reduce=double)
+    weights, density = harmonizing_weights(index, 2, torch.tensor(3.0, dtype=F64), all_reduce=double)
     assert seen[0].tolist() == [1.0, 2.0, 3.0, 3.0]  # counts, num_valid, N
-    assert result.total.item() == 6.0
+    assert density.total.item() == 6.0
     # beta = N / (count * n) with the doubled statistics: 6 / (2 * 2) and 6 / (4 * 2).
-    assert result.weights.tolist() == pytest.approx([1.5, 0.75, 0.75])
+    assert weights.tolist() == pytest.approx([1.5, 0.75, 0.75])
 
 
 def test_warm_start_first_call_and_floor():
@@ -106,8 +163,8 @@ def test_warm_start_first_call_and_floor():
 
 def test_nothing_counted_gives_zero_weights_and_no_nan():
     index = torch.full((5,), 3, dtype=torch.int32)
-    result = harmonizing_weights(index, 3, torch.tensor(0.0, dtype=torch.float64), momentum=0.9,
-                                 acc_sum=torch.tensor([1.0, 2.0, 3.0]))
-    assert result.weights.tolist() == [0.0] * 5
-    assert result.acc_sum.tolist() == [1.0, 2.0, 3.0]
-    assert math.isfinite(result.total.item())
+    weights, density = harmonizing_weights(index, 3, torch.tensor(0.0, dtype=F64), momentum=0.9,
+                                           acc_sum=torch.tensor([1.0, 2.0, 3.0]))
+    assert weights.tolist() == [0.0] * 5
+    assert density.acc_sum.tolist() == [1.0, 2.0, 3.0]
+    assert math.isfinite(density.total.item())

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ghm_mmdet.core import asl1_gradient_norm, asl1_loss, sigmoid_gradient_norm
+from ghm_mmdet.core.gradient_norm import asl1_gradient_norm, asl1_loss, sigmoid_gradient_norm
 
 
 def test_sigmoid_gradient_norm_is_the_bce_gradient_norm():

@@ -4,8 +4,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ghm_mmdet.core import (GHMC_LAST_EDGE, bin_indices, harmonizing_weights, sigmoid_gradient_norm,
-                            unit_region_edges)
+from ghm_mmdet.core import ghm_c_loss
+from ghm_mmdet.core.density import (GHMC_LAST_EDGE, bin_counts, bin_indices, gather_weights,
+                                    unit_region_edges, weight_table)
+from ghm_mmdet.core.gradient_norm import sigmoid_gradient_norm
+from ghm_mmdet.core.losses import ghm_c
 from ghm_mmdet.models.losses import GHMC
 
 shapes = st.tuples(st.integers(1, 60), st.integers(1, 6))
@@ -23,11 +26,20 @@ def random_problem(seed, shape):
 @given(seed=st.integers(0, 10**6), shape=shapes, bins=st.integers(1, 100))
 def test_weights_of_valid_entries_sum_to_their_number_without_momentum(seed, shape, bins):
     logits, targets, valid = random_problem(seed, shape)
+    result = ghm_c(logits, targets, valid, False, torch.zeros(bins), bins=bins, momentum=0.0,
+                   reduction='none')
+    density = result.density
     edges = unit_region_edges(bins, GHMC_LAST_EDGE)
     index = bin_indices(sigmoid_gradient_norm(logits, targets), edges, valid)
-    result = harmonizing_weights(index, bins, valid.sum(dtype=torch.float64))
-    assert torch.allclose(result.weights[valid].sum().double(), valid.sum().double(), rtol=1e-5)
-    assert (result.weights[~valid] == 0).all()
+    weights = gather_weights(weight_table(density.beta), index)
+    assert torch.allclose(weights[valid].sum().double(), valid.sum().double(), rtol=1e-5)
+    assert (weights[~valid] == 0).all()
+    # The per-entry loss is beta * BCE with those weights.
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction='none')
+    assert torch.allclose(result.loss, weights * bce, rtol=1e-6, atol=1e-12)
+    # Eq. 6: sum_k beta_k * R_k = N, and the histogram counts the valid entries.
+    assert torch.allclose((density.beta * density.counts).sum(), valid.sum().double())
+    assert torch.equal(density.counts, bin_counts(index, bins))
 
 
 @settings(max_examples=40, deadline=None)
@@ -38,6 +50,8 @@ def test_one_bin_is_the_masked_mean_bce(seed, shape, labels_as_int):
                 / max(int(valid.sum()), 1))
     loss = GHMC(bins=1)(logits, targets, valid.float())
     assert torch.allclose(loss, expected, rtol=1e-5, atol=1e-7)
+    functional, _ = ghm_c_loss(logits, targets, valid, bins=1)
+    assert torch.allclose(functional, expected, rtol=1e-5, atol=1e-7)
 
 
 @settings(max_examples=40, deadline=None)
