@@ -50,23 +50,27 @@ def test_reduction_override():
     assert total.item() == pytest.approx(mean.item() * weight_r.sum().item(), rel=1e-5)
 
 
-def test_avg_factor_default_keeps_mmdet_numbers_and_opt_in_replaces_n():
+def test_avg_factor_is_accepted_and_ignored_as_in_mmdet():
+    """Beta already holds N (Eq. 8); RetinaNet's avg_factor (the positives) would scale the loss by about
+    N * C / num_pos. Any value a head passes, of any type, leaves the loss as it is, as mmdet's does."""
+    import numpy as np
     pred, labels, weight = cls_inputs()
     plain = GHMC(bins=10)(pred, labels, weight)
-    assert GHMC(bins=10)(pred, labels, weight, avg_factor=7).item() == plain.item()
-    import numpy as np
-    assert GHMC(bins=10)(pred, labels, weight, avg_factor=np.int64(7)).item() == plain.item()
-    with pytest.raises(TypeError, match="avg_factor must be a number or a tensor, got '7'"):
-        GHMC(bins=10)(pred, labels, weight, avg_factor='7')
-    total = GHMC(bins=10, reduction='sum')(pred, labels, weight)
-    opted = GHMC(bins=10, use_avg_factor=True)(pred, labels, weight, avg_factor=7)
-    assert opted.item() == pytest.approx(total.item() / 7, rel=1e-5)
-    with pytest.raises(ValueError, match='avg_factor cannot be used with reduction="sum"'):
-        GHMC(bins=10, use_avg_factor=True, reduction='sum')(pred, labels, weight, avg_factor=7)
+    for avg_factor in (7, np.int64(7), 0.5, torch.tensor(3.0), '7', 0):
+        assert GHMC(bins=10)(pred, labels, weight, avg_factor=avg_factor).item() == plain.item()
+        assert mmdet_ghm.GHMC(bins=10)(pred, labels, weight, avg_factor=avg_factor).item() == \
+            pytest.approx(plain.item(), rel=1e-6)
     pred_r, target_r, weight_r = reg_inputs()
-    total_r = GHMR(reduction='sum')(pred_r, target_r, weight_r)
-    assert GHMR(use_avg_factor=True)(pred_r, target_r, weight_r, avg_factor=4.0).item() == \
-        pytest.approx(total_r.item() / 4, rel=1e-5)
+    assert GHMR()(pred_r, target_r, weight_r, avg_factor=4.0).item() == \
+        GHMR()(pred_r, target_r, weight_r).item()
+    assert not hasattr(GHMC(), 'use_avg_factor')
+
+
+def test_other_keyword_arguments_a_head_passes_are_ignored_as_in_mmdet():
+    pred, labels, weight = cls_inputs()
+    expected = mmdet_ghm.GHMC(bins=10)(pred, labels, weight, ignore_index=-1)
+    assert GHMC(bins=10)(pred, labels, weight, ignore_index=-1).item() == pytest.approx(expected.item(),
+                                                                                       rel=1e-6)
 
 
 def test_loss_weight_scales():
@@ -209,7 +213,7 @@ def test_warm_start_option_matches_the_seed_function():
 
 @pytest.mark.slow
 @pytest.mark.parametrize('warm_start', [False, True])
-def test_compile_fullgraph_dynamic_matches_eager(warm_start):
+def test_compiled_modules_match_eager(warm_start):
     torch._dynamo.reset()
     cases = [(GHMC, dict(bins=30, momentum=0.75, warm_start=warm_start), 'labels'),
              (GHMC, dict(bins=30, momentum=0.75, warm_start=warm_start), 'one_hot'),
@@ -248,7 +252,8 @@ def test_compile_fullgraph_dynamic_matches_eager(warm_start):
     (GHMR, dict(mu=-0.02), ValueError, 'mu must be a finite float > 0, got -0.02'),
     (GHMC, dict(loss_weight=-1.0), ValueError, 'loss_weight must be a finite float >= 0, got -1.0'),
     (GHMR, dict(reduction='avg'), ValueError, "reduction must be one of .*got 'avg'"),
-    (GHMC, dict(use_sigmoid=False), ValueError, 'use_sigmoid must be True'),
+    (GHMC, dict(use_sigmoid=1), TypeError, 'use_sigmoid must be a bool, got 1'),
+    (GHMC, dict(use_avg_factor=True), TypeError, "unexpected keyword argument 'use_avg_factor'"),
     (GHMC, dict(sync_stats=1), TypeError, 'sync_stats must be a bool'),
 ])
 def test_bad_construction_arguments(loss_cls, kwargs, error, words):
@@ -276,8 +281,6 @@ def test_bad_call_arguments():
         loss(pred, bad, weight)
     with pytest.raises(ValueError, match="reduction_override must be one of .*got 'avg'"):
         loss(pred, labels, weight, reduction_override='avg')
-    with pytest.raises(ValueError, match='avg_factor must be > 0, got 0'):
-        loss(pred, labels, weight, avg_factor=0)
     with pytest.raises(ValueError, match=r'target must have the shape of pred \(10, 4\)'):
         GHMR()(pred, torch.zeros(10, 1), torch.ones(10, 4))
 

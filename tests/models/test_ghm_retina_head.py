@@ -69,3 +69,53 @@ def test_per_level_statistics_differ_from_whole_batch():
     per_level = RetinaHead.loss_by_feat(per_level_head, cls_scores, bbox_preds, gts, metas)
     assert len(per_level['loss_cls']) == 2
     assert not torch.allclose(sum(per_level['loss_cls']), whole)
+
+
+def test_decoded_boxes_with_box_types():
+    """reg_decoded_bbox=True with HorizontalBoxes anchors (use_box_type): the box loss sees decoded boxes,
+    equal to decoding the concatenated batch by hand."""
+    from mmdet.structures.bbox import HorizontalBoxes
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    cfg = dict(HEAD, reg_decoded_bbox=True,
+               bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4,
+                               target_stds=[1.0] * 4, use_box_type=True),
+               anchor_generator=dict(HEAD['anchor_generator'], use_box_type=True),
+               loss_bbox=dict(type='GHMR', mu=0.02, bins=10, momentum=0.7, loss_weight=1.0))
+    torch.manual_seed(0)
+    head = GHMRetinaHead(**cfg)
+    _, cls_scores, bbox_preds, gts, metas = problem()
+    anchors, valid = head.get_anchors([s.shape[-2:] for s in cls_scores], metas, device='cpu')
+    assert isinstance(anchors[0][0], HorizontalBoxes)
+    losses = head.loss_by_feat(cls_scores, bbox_preds, gts, metas)
+    assert torch.isfinite(losses['loss_bbox'])
+    _, _, bbox_targets, bbox_weights, _ = head.get_targets(anchors, valid, gts, metas)
+    flat_anchors = torch.cat([torch.cat([a.tensor for a in per_image]) for per_image in anchors])
+    flat_deltas = torch.cat([b.permute(0, 2, 3, 1).reshape(2, -1, 4) for b in bbox_preds], 1)
+    decoded = head.bbox_coder.decode(flat_anchors, flat_deltas.reshape(-1, 4)).tensor
+    expected = GHMR(mu=0.02, bins=10, momentum=0.7)(
+        decoded, torch.cat(bbox_targets, 1).reshape(-1, 4), torch.cat(bbox_weights, 1).reshape(-1, 4))
+    assert torch.allclose(losses['loss_bbox'], expected, rtol=1e-5)
+
+
+def test_heads_with_their_own_targets_or_losses_are_refused_at_construction():
+    import pytest
+    from mmdet.models.dense_heads import ATSSHead, FreeAnchorRetinaHead, SABLRetinaHead
+
+    from ghm_mmdet.core import GHMArgumentError
+    from ghm_mmdet.models import WholeBatchLossMixin
+    for head_class, method in ((ATSSHead, 'loss_by_feat'), (FreeAnchorRetinaHead, 'loss_by_feat')):
+        whole_batch = type(f'WholeBatch{head_class.__name__}', (WholeBatchLossMixin, head_class), {})
+        with pytest.raises(GHMArgumentError, match=rf'{head_class.__name__}, which overrides '
+                                                   rf'AnchorHead\.{method}'):
+            whole_batch(**HEAD)
+    sabl = type('WholeBatchSABL', (WholeBatchLossMixin, SABLRetinaHead), {})  # not an AnchorHead
+    with pytest.raises(GHMArgumentError, match='WholeBatchSABL: WholeBatchLossMixin needs an AnchorHead'):
+        sabl(**HEAD)
+
+    class OwnTargets(GHMRetinaHead):
+        def get_targets(self, *args, **kwargs):
+            raise AssertionError('never reached')
+
+    with pytest.raises(GHMArgumentError, match=r'OwnTargets, which overrides AnchorHead\.get_targets'):
+        OwnTargets(**HEAD)

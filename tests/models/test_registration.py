@@ -21,12 +21,13 @@ MMDET_GHM_CONFIG = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', 'ghm
 @pytest.mark.parametrize('first', ['import mmdet.models', 'import mmdet.models.losses', 'pass'])
 def test_registry_builds_ours_whatever_the_import_order(first):
     code = (f'{first}\nimport ghm_mmdet\nfrom mmdet.registry import MODELS\n'
-            'print(MODELS.get("GHMC").__module__, MODELS.get("GHMR").__module__)')
+            'print(*(MODELS.get(name).__module__ for name in ("GHMC", "GHMR", "MMDetGHMC", "MMDetGHMR")))')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                             check=True)
-    assert result.stdout.splitlines()[-1].split() == ['ghm_mmdet.models.losses.ghm_loss'] * 2
+    assert result.stdout.splitlines()[-1].split() == (['ghm_mmdet.models.losses.ghm_loss'] * 2
+                                                      + ['mmdet.models.losses.ghm_loss'] * 2)
     log = result.stdout + result.stderr
-    assert "replacing mmdet's built-ins" in log
+    assert "mmdet's built-ins stay available as MMDetGHMC/MMDetGHMR" in log
 
 
 def build_model(config, **loss_overrides):

@@ -1,44 +1,55 @@
 """GHM-C and GHM-R as MMDetection losses: thin modules over :mod:`ghm_mmdet.core` that hold the moving
-average as buffers and follow mmdet's loss contract. By default their numbers equal mmdet 3.3.0's
-``GHMC``/``GHMR``; the options below are off unless asked for."""
-import numbers
-from functools import partial
+average as buffers, follow mmdet's loss contract and keep the statistics of their last call for
+:class:`~ghm_mmdet.engine.GHMStatsHook`. By default their numbers equal mmdet 3.3.0's ``GHMC``/``GHMR``."""
 from typing import Optional, Union
 
 import torch
-import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss
 from mmengine import dist
 from torch import Tensor, nn
 
-from ghm_mmdet.core import (GHMC_LAST_EDGE, GHMR_LAST_EDGE, asl1_gradient_norm, asl1_loss,
-                            bin_indices, harmonized_label_bce, harmonizing_weights,
-                            sigmoid_gradient_norm, unit_region_edges)
-from ghm_mmdet.core.checks import (check_bins, check_floating, check_labels_in_range,
-                                   check_momentum, check_non_negative, check_positive,
-                                   check_reduction, check_same_shape)
+from ghm_mmdet.core import losses as core
+from ghm_mmdet.core.checks import (GHMArgumentError, GHMArgumentTypeError, check_bins, check_floating,
+                                   check_momentum, check_non_negative, check_positive, check_reduction,
+                                   check_same_shape)
+from ghm_mmdet.core.density import GHMC_LAST_EDGE, GHMR_LAST_EDGE, unit_region_edges
+from ghm_mmdet.core.gradient_norm import asl1_gradient_norm, sigmoid_gradient_norm
+from ghm_mmdet.core.label_bce import label_entries, label_gradient_norm
+
+
+def _core_reduction(reduction: str) -> str:
+    """The core sums; :meth:`_GHMLoss._finish` divides by ``N`` with mmdet's ``weight_reduce_loss``."""
+    return 'none' if reduction == 'none' else 'sum'
 
 
 class _GHMLoss(nn.Module):
-    """State and reduction shared by GHM-C and GHM-R.
+    """State, reduction and statistics shared by GHM-C and GHM-R.
 
     Buffers (names as in mmdet, so its published GHM checkpoints load with no missing or unexpected key):
     ``edges`` always; ``acc_sum`` when ``momentum > 0`` or ``warm_start``; ``acc_floor`` with
     ``warm_start`` only.
-    """
 
-    def __init__(self, bins, momentum, loss_weight, reduction, last_edge, use_avg_factor,
-                 sync_stats, warm_start):
+    Attributes:
+        stats_label (str): ``'ghm_c'`` or ``'ghm_r'``, the label of the statistics.
+        record_loss_shares (bool): when True, the next call also sums GHM-C's loss over easy
+            (``g < 0.1``) and outlier (``g > 0.9``) examples (a few more passes; the stats hook sets it
+            on the iterations it records).
+        last_stats (dict or None): detached tensors of the last call, built without a host sync:
+            ``counts`` (``(bins,)`` float64 histogram), ``num_valid`` and ``total`` (``N``), ``density``,
+            ``beta`` (``(bins,)`` float64), ``loss``; and ``loss_sum``, ``loss_easy``, ``loss_outlier``
+            when recorded.
+    """
+    stats_label = ''
+
+    def __init__(self, bins, momentum, loss_weight, reduction, last_edge, sync_stats, warm_start):
         super().__init__()
         self.bins = check_bins(bins)
         self.momentum = check_momentum(momentum)
         self.loss_weight = check_non_negative(loss_weight, 'loss_weight')
         self.reduction = check_reduction(reduction)
-        for name, flag in (('use_avg_factor', use_avg_factor), ('sync_stats', sync_stats),
-                           ('warm_start', warm_start)):
+        for name, flag in (('sync_stats', sync_stats), ('warm_start', warm_start)):
             if not isinstance(flag, bool):
-                raise TypeError(f'{name} must be a bool, got {flag!r}')
-        self.use_avg_factor = use_avg_factor
+                raise GHMArgumentTypeError(f'{name} must be a bool, got {flag!r}')
         self.sync_stats = sync_stats
         self.warm_start = warm_start
         self.register_buffer('edges', unit_region_edges(self.bins, last_edge))
@@ -46,209 +57,179 @@ class _GHMLoss(nn.Module):
             self.register_buffer('acc_sum', torch.zeros(self.bins))
         if warm_start:
             self.register_buffer('acc_floor', torch.zeros(()))
+        self.record_loss_shares = False
+        self.last_stats = None
 
-    def _harmonize(self, index: Tensor, total: Tensor, num_valid: Optional[Tensor] = None,
-                   out: Optional[Tensor] = None):
-        """Beta per entry from region indices (written to ``out`` if given); updates the
-        moving-average buffers in place, with no host sync."""
-        all_reduce = None
-        if self.sync_stats and dist.get_world_size() > 1:
-            all_reduce = dist.all_reduce
-        result = harmonizing_weights(
-            index, self.bins, total, num_valid=num_valid, momentum=self.momentum,
-            acc_sum=getattr(self, 'acc_sum', None), floor=getattr(self, 'acc_floor', None),
-            all_reduce=all_reduce, out=out)
-        if result.acc_sum is not None:
-            self.acc_sum.copy_(result.acc_sum)
-        if result.floor is not None:
-            self.acc_floor.copy_(result.floor)
-        return result
+    def _options(self, device) -> dict:
+        """Keyword arguments of the core call: the state and the module options."""
+        acc_sum = getattr(self, 'acc_sum', None)
+        return dict(
+            acc_sum=torch.zeros(self.bins, device=device) if acc_sum is None else acc_sum,
+            bins=self.bins, momentum=self.momentum, floor=getattr(self, 'acc_floor', None),
+            all_reduce=dist.all_reduce if self._world_size() > 1 else None)
 
-    def _reduce(self, loss: Tensor, weight: Optional[Tensor], total: Tensor, reduction: str,
-                avg_factor) -> Tensor:
-        """mmdet's ``weight_reduce_loss`` with GHM's normaliser ``N`` (see the class docstrings)."""
-        if reduction == 'sum':
-            if self.use_avg_factor and avg_factor is not None:
-                raise ValueError('avg_factor cannot be used with reduction="sum" when '
-                                 'use_avg_factor=True; pass avg_factor=None or use reduction="mean"')
-            return weight_reduce_loss(loss, weight, reduction='sum') * self.loss_weight
-        if reduction == 'none':
-            return weight_reduce_loss(loss, weight, reduction='none') * self.loss_weight
-        if self.use_avg_factor and avg_factor is not None:
-            normalizer = avg_factor
+    def _world_size(self) -> int:
+        return dist.get_world_size() if self.sync_stats else 1
+
+    def _finish(self, result: core.GHMResult, reduction: str) -> Tensor:
+        """Store the state and the statistics; normalise the core's sum and weight it as mmdet does."""
+        density = result.density
+        if hasattr(self, 'acc_sum'):
+            self.acc_sum.copy_(density.acc_sum)
+        if density.floor is not None:
+            self.acc_floor.copy_(density.floor)
+        # With synchronised statistics beta is the whole batch's; scaling by the world size makes DDP's
+        # mean over ranks equal the single-process loss, for 'mean' and 'sum' alike.
+        world_size = self._world_size()
+        if reduction == 'mean':
+            loss = weight_reduce_loss(result.loss, None, 'mean',
+                                      avg_factor=density.total.to(result.loss.dtype) / world_size)
         else:
-            # With synchronised statistics N is the whole batch's; dividing by N / world_size makes the
-            # mean over ranks (what DDP does to gradients) equal the single-process loss on that batch.
-            normalizer = total.to(loss.dtype)
-            if self.sync_stats and dist.get_world_size() > 1:
-                normalizer = normalizer / dist.get_world_size()
-        return weight_reduce_loss(loss, weight, reduction='mean', avg_factor=normalizer) * self.loss_weight
+            loss = result.loss * world_size if reduction == 'sum' else result.loss
+        loss = loss * self.loss_weight
+        stats = dict(counts=density.counts, num_valid=density.num_valid, total=density.total,
+                     density=density.density, beta=density.beta, loss=loss.detach().sum())
+        if result.shares is not None:
+            stats.update(loss_sum=result.shares[0], loss_easy=result.shares[1],
+                         loss_outlier=result.shares[2])
+        self.last_stats = {key: value.detach() for key, value in stats.items()}
+        return loss
 
     @staticmethod
     def _resolve_weight(weight, label_weight):
         if weight is not None and label_weight is not None:
-            raise ValueError('pass the per-entry weights as weight or as label_weight, not both')
+            raise GHMArgumentError('pass the per-entry weights as weight or as label_weight, not both')
         return label_weight if weight is None else weight
-
-    @staticmethod
-    def _check_avg_factor(avg_factor):
-        if avg_factor is None or isinstance(avg_factor, Tensor):
-            return
-        if isinstance(avg_factor, bool) or not isinstance(avg_factor, numbers.Real):
-            raise TypeError(f'avg_factor must be a number or a tensor, got {avg_factor!r}')
-        if not avg_factor > 0:
-            raise ValueError(f'avg_factor must be > 0, got {avg_factor}')
 
     def extra_repr(self) -> str:
         return (f'bins={self.bins}, momentum={self.momentum}, loss_weight={self.loss_weight}, '
-                f'reduction={self.reduction!r}, use_avg_factor={self.use_avg_factor}, '
-                f'sync_stats={self.sync_stats}, warm_start={self.warm_start}')
+                f'reduction={self.reduction!r}, sync_stats={self.sync_stats}, warm_start={self.warm_start}')
 
 
 class GHMC(_GHMLoss):
-    """GHM-C: sigmoid binary cross-entropy weighted by the gradient density harmonizing parameter.
+    """GHM-C: cross-entropy weighted by the gradient density harmonizing parameter.
 
-    ``L = sum_i beta_i * BCE(x_i, p*_i) / N`` over the valid entries (Eq. 8 of arXiv:1811.05181), where
-    ``N`` is the number of valid entries and ``beta_i = N / (GD(g_i) * n)`` with ``g = |sigmoid(x) - p*|``
-    binned into ``bins`` unit regions and ``n`` the number of non-empty regions. This is mmdet 3.3.0's
-    ``GHMC`` exactly, without its Python loop over bins or its host syncs.
+    Sigmoid (``use_sigmoid=True``, mmdet's ``GHMC`` exactly): ``L = sum_i beta_i * BCE(x_i, p*_i) / N``
+    over the valid entries (Eq. 8 of arXiv:1811.05181), with ``g = |sigmoid(x) - p*|``; see
+    :func:`ghm_mmdet.core.ghm_c_loss`. Softmax (``use_sigmoid=False``, for ``BBoxHead``'s ``C + 1``
+    outputs): ``L = sum_i beta_i * CE_i / N`` over the valid samples, with ``g_i = 1 - softmax(x_i)[y_i]``;
+    see :func:`ghm_mmdet.core.ghm_c_softmax_loss`.
 
     Args:
         bins: number of unit regions, int >= 1.
         momentum: moving-average parameter in [0, 1); 0 uses this call's counts only.
-        use_sigmoid: must be True (GHM-C is defined on sigmoid BCE); kept for config compatibility.
+        use_sigmoid: sigmoid binary cross-entropy (True) or softmax cross-entropy (False).
         loss_weight: factor on the loss, >= 0.
-        reduction: ``'mean'`` (divide by the normaliser), ``'sum'`` (no division) or ``'none'``
-            (per-entry ``beta_i * BCE_i``, whose sum is the ``'sum'`` value).
-        use_avg_factor: what ``avg_factor`` means. False (default, mmdet's numbers): the normaliser is
-            GHM's own ``N``, because beta is already scaled by ``N``; an ``avg_factor`` from the head
-            (RetinaNet passes the number of positives) is checked but not used. True: with
-            ``reduction='mean'``, a given ``avg_factor`` replaces ``N`` as the normaliser, as in other
-            mmdet losses (beta is unchanged); with ``'sum'`` it is an error.
+        reduction: ``'mean'`` (divide by ``N``), ``'sum'`` or ``'none'`` (per-entry ``beta_i * loss_i``,
+            whose sum is the ``'sum'`` value).
         sync_stats: all-reduce the bin counts and ``N`` over distributed ranks (mmengine.dist), so the
             gradient density is that of the whole batch rather than per GPU (the paper's definition).
         warm_start: use the seed's warm-started moving average (see
             :func:`ghm_mmdet.core.warm_start_ghm_weights`) instead of mmdet's.
 
     Inputs to ``forward``:
-        pred: ``(N, C)`` logits, any floating dtype (binned and weighted in float32).
-        target: ``(N, C)`` binary targets, or ``(N,)`` integer labels in [0, C] (C = background).
+        pred: ``(N, C)`` logits (``(N, C + 1)`` for softmax), any floating dtype and layout.
+        target: sigmoid: ``(N, C)`` binary targets, or ``(N,)`` integer labels in [0, C] (C = background);
+            softmax: ``(N,)`` integer labels in [0, C].
         weight / label_weight: same shape as ``target``; > 0 marks a valid entry (its magnitude is not
             used, as in mmdet). ``None`` means all valid.
+        avg_factor: accepted and ignored, as in mmdet: beta already holds ``N`` (Eq. 8), so the head's
+            normaliser (RetinaNet: the number of positives) would scale the loss by about ``N / num_pos``.
+        reduction_override: one of ``None, 'none', 'mean', 'sum'``.
+        Other keyword arguments a head passes are ignored, as mmdet's ``GHMC`` does.
     """
+    stats_label = 'ghm_c'
 
     def __init__(self, bins: int = 10, momentum: float = 0.0, use_sigmoid: bool = True,
-                 loss_weight: float = 1.0, reduction: str = 'mean', use_avg_factor: bool = False,
-                 sync_stats: bool = False, warm_start: bool = False):
-        if use_sigmoid is not True:
-            raise ValueError(f'use_sigmoid must be True: GHM-C is defined on sigmoid binary '
-                             f'cross-entropy, got {use_sigmoid!r}')
-        super().__init__(bins, momentum, loss_weight, reduction, GHMC_LAST_EDGE, use_avg_factor,
-                         sync_stats, warm_start)
-        self.use_sigmoid = True
+                 loss_weight: float = 1.0, reduction: str = 'mean', sync_stats: bool = False,
+                 warm_start: bool = False):
+        if not isinstance(use_sigmoid, bool):
+            raise GHMArgumentTypeError(f'use_sigmoid must be a bool, got {use_sigmoid!r}')
+        super().__init__(bins, momentum, loss_weight, reduction, GHMC_LAST_EDGE, sync_stats, warm_start)
+        self.use_sigmoid = use_sigmoid
 
     def forward(self, pred: Tensor, target: Tensor, weight: Optional[Tensor] = None,
                 avg_factor: Optional[Union[int, float, Tensor]] = None,
-                reduction_override: Optional[str] = None,
-                label_weight: Optional[Tensor] = None) -> Tensor:
+                reduction_override: Optional[str] = None, label_weight: Optional[Tensor] = None,
+                **kwargs) -> Tensor:
         reduction = check_reduction(reduction_override or self.reduction, 'reduction_override')
-        self._check_avg_factor(avg_factor)
-        weight = self._resolve_weight(weight, label_weight)
+        pred, target, valid, is_labels = self._inputs(pred, target,
+                                                      self._resolve_weight(weight, label_weight))
+        options = dict(self._options(pred.device), reduction=_core_reduction(reduction),
+                       record_shares=self.record_loss_shares)
+        if self.use_sigmoid:
+            result = core.ghm_c(pred, target, valid, is_labels, **options)
+        else:
+            result = core.ghm_c_softmax(pred, target, valid, **options)
+        return self._finish(result, reduction)
+
+    def _inputs(self, pred: Tensor, target: Tensor, weight: Optional[Tensor]):
+        """Checked ``(pred, target, valid, is_labels)``."""
         check_floating(pred, 'pred')
-        # Eager: the hand-fused label path. Compiled: the plain expression, which Inductor fuses itself
-        # (and may recompute in the backward instead of saving the weights).
-        if (self._is_label_target(pred, target) and reduction != 'none'
-                and not torch.compiler.is_compiling()):
-            loss, total = self._loss_from_labels(pred, target, weight)
-        else:
-            target, weight = self._expand_target(pred, target, weight)
-            # weight=None: every entry is valid, and no full-size mask is needed to say so.
-            valid = None if weight is None else weight > 0
-            index = bin_indices(sigmoid_gradient_norm(pred, target), self.edges, valid)
-            num_valid = (pred.new_tensor(pred.numel(), dtype=torch.float64) if valid is None
-                         else valid.sum(dtype=torch.float64))
-            result = self._harmonize(index, num_valid)
-            del index  # free it before the BCE allocates
-            # reduction='sum' inside the fused BCE never materialises the per-entry loss.
-            loss = F.binary_cross_entropy_with_logits(
-                pred.float(), target.float(), weight=result.weights,
-                reduction='none' if reduction == 'none' else 'sum')
-            total = result.total
-        return self._reduce(loss, None, total, reduction, avg_factor)
-
-    @staticmethod
-    def _is_label_target(pred: Tensor, target) -> bool:
-        return (isinstance(target, Tensor) and target.dim() == pred.dim() - 1
-                and not target.is_floating_point() and target.dtype != torch.bool)
-
-    def _loss_from_labels(self, pred: Tensor, labels: Tensor, weight: Optional[Tensor]):
-        """Summed loss and ``N`` for integer labels, never building the ``(N, C)`` one-hot target."""
-        if labels.shape != pred.shape[:-1]:
-            raise ValueError(f'target: integer labels must have shape {tuple(pred.shape[:-1])} for '
-                             f'pred {tuple(pred.shape)}, got {tuple(labels.shape)}')
         if weight is not None:
-            check_same_shape(weight, 'weight', labels, 'the integer labels')
-        num_classes = pred.shape[-1]
-        check_labels_in_range(labels, num_classes)
-        logits = pred.reshape(-1, num_classes)
-        labels = labels.reshape(-1).long()
-        if weight is None:
-            valid_rows = torch.ones_like(labels, dtype=torch.bool)
+            if not isinstance(weight, Tensor):
+                raise GHMArgumentTypeError(f'weight must be a torch.Tensor, got {type(weight).__name__}')
+            if (self.use_sigmoid and core.is_label_target(pred, target) and pred.shape[-1] > 1
+                    and weight.dim() == 1 and weight.numel() == pred.numel() != target.numel()):
+                raise GHMArgumentError(
+                    f'weight of shape {tuple(weight.shape)} holds per-class label weights flattened from '
+                    f'({target.numel()}, {pred.shape[-1]}), as FSAFHead passes them. GHM-C does not support '
+                    'FSAFHead: the head sums reduction="none" losses itself and divides by its number of '
+                    'positives, which would scale GHM-C, already normalised by N through beta (Eq. 8), by '
+                    'about N / num_pos.')
+        valid = None if weight is None else weight > 0
+        names = ('pred', 'target', 'weight')
+        if self.use_sigmoid:
+            is_labels = core.check_ghm_c_targets(pred, target, valid, names)
         else:
-            valid_rows = weight.reshape(-1) > 0
-        total = valid_rows.sum(dtype=torch.float64) * num_classes
-        loss, result = harmonized_label_bce(logits, labels, valid_rows, self.edges,
-                                            partial(self._harmonize, total=total))
-        return loss, result.total
+            core.check_softmax_targets(pred, target, valid, names)
+            is_labels = True
+        return pred, target, valid, is_labels
 
-    @staticmethod
-    def _expand_target(pred: Tensor, target: Tensor, weight: Optional[Tensor]):
-        """Binary targets and per-entry weights of ``pred``'s shape, from one-hot or integer targets."""
-        if not isinstance(target, Tensor):
-            raise TypeError(f'target must be a torch.Tensor, got {type(target).__name__}')
-        if target.dim() == pred.dim():
-            check_same_shape(target, 'target', pred, 'pred')
-            if weight is not None:
-                check_same_shape(weight, 'weight', pred, 'pred')
-            return target, weight
-        if target.dim() != pred.dim() - 1 or target.is_floating_point() or target.dtype == torch.bool:
-            raise ValueError(f'target must be binary targets of the shape of pred {tuple(pred.shape)} '
-                             f'or integer labels of shape {tuple(pred.shape[:-1])}, got '
-                             f'{target.dtype} of shape {tuple(target.shape)}')
-        if target.shape != pred.shape[:-1]:
-            raise ValueError(f'target: integer labels must have shape {tuple(pred.shape[:-1])} for '
-                             f'pred {tuple(pred.shape)}, got {tuple(target.shape)}')
-        if weight is not None:
-            check_same_shape(weight, 'weight', target, 'the integer labels')
-            weight = weight.unsqueeze(-1).expand(pred.shape)
-        num_classes = pred.shape[-1]
-        check_labels_in_range(target, num_classes)
-        classes = torch.arange(num_classes, device=target.device)
-        return target.unsqueeze(-1) == classes, weight
+    def gradient_norm(self, pred: Tensor, target: Tensor, weight: Optional[Tensor] = None,
+                      label_weight: Optional[Tensor] = None, **kwargs):
+        """``(g, valid)``: flattened float32 gradient norms and bool validity of the entries ``forward``
+        would weigh, for the same inputs (used to plot the gradient density)."""
+        pred, target, valid, is_labels = self._inputs(pred, target,
+                                                      self._resolve_weight(weight, label_weight))
+        if not self.use_sigmoid:
+            g = core.softmax_gradient_norm(pred, target.long())
+        elif is_labels:
+            logits = pred.reshape(-1, pred.shape[-1])
+            flat_index, positive = label_entries(target.reshape(-1).long(), pred.shape[-1])
+            g = label_gradient_norm(logits, flat_index, positive, None)
+            valid = None if valid is None else valid.reshape(-1, 1).expand(g.shape)
+        else:
+            g = sigmoid_gradient_norm(pred, target)
+        valid = torch.ones_like(g, dtype=torch.bool) if valid is None else valid
+        return g.reshape(-1), valid.reshape(-1)
+
+    def extra_repr(self) -> str:
+        return f'use_sigmoid={self.use_sigmoid}, ' + super().extra_repr()
 
 
 class GHMR(_GHMLoss):
     """GHM-R: Authentic Smooth L1 weighted by the gradient density harmonizing parameter.
 
     ``L = sum_i beta_i * ASL1(d_i) / N`` (Eq. 13 of arXiv:1811.05181), ``ASL1(d) = sqrt(d^2 + mu^2) - mu``,
-    ``gr = |d| / sqrt(d^2 + mu^2)``, ``N`` = the sum of the label weights. mmdet 3.3.0's ``GHMR`` exactly,
-    without its loop or host syncs.
+    ``gr = |d| / sqrt(d^2 + mu^2)``, ``N`` = the sum of the label weights; see
+    :func:`ghm_mmdet.core.ghm_r_loss`. mmdet 3.3.0's ``GHMR`` exactly, without its loop or host syncs.
 
     Args:
         mu: ASL1 parameter, > 0.
-        bins, momentum, loss_weight, reduction, use_avg_factor, sync_stats, warm_start: as in
-            :class:`GHMC`.
+        bins, momentum, loss_weight, reduction, sync_stats, warm_start: as in :class:`GHMC`.
 
     Inputs to ``forward``:
         pred, target: ``(N, 4)`` (or any equal shapes) box deltas, any floating dtype.
         weight / label_weight: same shape; > 0 marks a valid entry, and their sum is ``N``.
+        avg_factor: accepted and ignored, as in :class:`GHMC` and mmdet.
     """
+    stats_label = 'ghm_r'
 
     def __init__(self, mu: float = 0.02, bins: int = 10, momentum: float = 0.0,
-                 loss_weight: float = 1.0, reduction: str = 'mean', use_avg_factor: bool = False,
-                 sync_stats: bool = False, warm_start: bool = False):
-        super().__init__(bins, momentum, loss_weight, reduction, GHMR_LAST_EDGE, use_avg_factor,
-                         sync_stats, warm_start)
+                 loss_weight: float = 1.0, reduction: str = 'mean', sync_stats: bool = False,
+                 warm_start: bool = False):
+        super().__init__(bins, momentum, loss_weight, reduction, GHMR_LAST_EDGE, sync_stats, warm_start)
         self.mu = check_positive(mu, 'mu')
 
     def forward(self, pred: Tensor, target: Tensor, weight: Optional[Tensor] = None,
@@ -256,21 +237,26 @@ class GHMR(_GHMLoss):
                 reduction_override: Optional[str] = None,
                 label_weight: Optional[Tensor] = None) -> Tensor:
         reduction = check_reduction(reduction_override or self.reduction, 'reduction_override')
-        self._check_avg_factor(avg_factor)
-        weight = self._resolve_weight(weight, label_weight)
+        weight = self._inputs(pred, target, self._resolve_weight(weight, label_weight))
+        result = core.ghm_r(pred, target, weight, mu=self.mu, reduction=_core_reduction(reduction),
+                            **self._options(pred.device))
+        return self._finish(result, reduction)
+
+    @staticmethod
+    def _inputs(pred: Tensor, target: Tensor, weight: Optional[Tensor]) -> Optional[Tensor]:
         check_floating(pred, 'pred')
         check_same_shape(target, 'target', pred, 'pred')
-        if weight is None:
-            weight = torch.ones_like(pred, dtype=torch.float32)
-        check_same_shape(weight, 'weight', pred, 'pred')
+        if weight is not None:
+            check_same_shape(weight, 'weight', pred, 'pred')
+        return weight
 
-        diff = pred.float() - target.float()
-        valid = weight > 0
-        index = bin_indices(asl1_gradient_norm(diff, self.mu), self.edges, valid)
-        result = self._harmonize(index, weight.sum(dtype=torch.float64),
-                                 num_valid=valid.sum(dtype=torch.float64))
-        return self._reduce(asl1_loss(diff, self.mu), result.weights, result.total, reduction,
-                            avg_factor)
+    def gradient_norm(self, pred: Tensor, target: Tensor, weight: Optional[Tensor] = None,
+                      label_weight: Optional[Tensor] = None, **kwargs):
+        """``(g, valid)`` of the entries ``forward`` would weigh, flattened (see :meth:`GHMC.gradient_norm`)."""
+        weight = self._inputs(pred, target, self._resolve_weight(weight, label_weight))
+        g = asl1_gradient_norm(pred.float() - target.float(), self.mu)
+        valid = torch.ones_like(g, dtype=torch.bool) if weight is None else weight > 0
+        return g.reshape(-1), valid.reshape(-1)
 
     def extra_repr(self) -> str:
         return f'mu={self.mu}, ' + super().extra_repr()
