@@ -1,12 +1,13 @@
-"""``tools/train.py`` and ``tools/test.py``: mmdet 3.3's command lines, with safe checkpoint loading, CPU
-(gloo) distributed runs and one-sentence failures (see :mod:`.checkpoint`, :mod:`.dist`, :mod:`.errors`)."""
+"""``tools/train.py`` and ``tools/test.py``: mmdet 3.3's command lines, with weights-only checkpoint loading
+for the run's checkpoint loaders, CPU (gloo) distributed runs and one-sentence failures (see
+:mod:`.checkpoint`, :mod:`.dist`, :mod:`.errors`)."""
 import argparse
 import os
 from typing import Optional, Sequence
 
 from mmengine.config import Config, DictAction
 
-from .checkpoint import weights_only_checkpoints
+from .checkpoint import weights_only_checkpoint_loaders
 from .config import configure_testing, configure_training, load_config
 from .dist import LAUNCHERS, cpu_process_group
 from .errors import plain_failures
@@ -88,10 +89,11 @@ def run_train(argv: Optional[Sequence[str]] = None) -> None:
     Exits with status 1 and one line on stderr for the mistakes :func:`.errors.explain` recognises.
     """
     args = parse_args(build_train_parser(), argv)
-    with plain_failures('train.py', args.config):
+    with plain_failures('train.py', args.config) as inputs:
         _setup_dynamo_cache()
         cfg = configure_training(load_config(args.config, args.cfg_options), args)
-        with cpu_process_group(args.launcher, cfg), weights_only_checkpoints():
+        inputs.config = cfg
+        with cpu_process_group(args.launcher, cfg), weights_only_checkpoint_loaders():
             runner = build_runner(cfg)
             runner.train()
             report_outputs(runner)
@@ -117,10 +119,11 @@ def run_test(argv: Optional[Sequence[str]] = None) -> dict:
         dict: the metrics, e.g. ``{'coco/bbox_mAP': ...}``.
     """
     args = parse_args(build_test_parser(), argv)
-    with plain_failures('test.py', args.config):
+    with plain_failures('test.py', args.config) as inputs:
         _setup_dynamo_cache()
         cfg = configure_testing(load_config(args.config, args.cfg_options), args)
-        with cpu_process_group(args.launcher, cfg), weights_only_checkpoints():
+        inputs.config = cfg
+        with cpu_process_group(args.launcher, cfg), weights_only_checkpoint_loaders():
             runner = build_runner(cfg)
             if args.out is not None:
                 from mmdet.evaluation import DumpDetResults

@@ -1,17 +1,24 @@
-"""ghm_mmdet.apis.checkpoint: weights-only loading of mmengine checkpoints with an explicit allowlist."""
+"""ghm_mmdet.apis.checkpoint: weights-only loading of mmengine checkpoints, changing nothing but the result,
+scoped to mmengine's checkpoint loaders."""
+import copyreg
 import os
 import pickle
 import subprocess
+import sys
+import types
 
 import numpy as np
 import pytest
 import torch
 from mmengine.logging import HistoryBuffer, MessageHub
-from mmengine.runner.checkpoint import _load_checkpoint
+from mmengine.model.weight_init import PretrainedInit
+from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint, load_checkpoint
 
-from ghm_mmdet.apis.checkpoint import (UnreadableCheckpointError, UnsafeCheckpointError,
+from ghm_mmdet.apis import checkpoint as safe
+from ghm_mmdet.apis.checkpoint import (WEIGHTS_ONLY_LOADERS, HistoryBufferStandIn, RefusedContent,
+                                       UnreadableCheckpointError, UnsafeCheckpointError,
                                        checkpoint_safe_globals, history_buffer_statistic,
-                                       load_checkpoint_safely, weights_only_checkpoints)
+                                       load_checkpoint_safely, weights_only_checkpoint_loaders)
 
 
 def mmengine_like_checkpoint(path):
@@ -23,7 +30,7 @@ def mmengine_like_checkpoint(path):
     checkpoint = dict(
         meta=dict(epoch=0, iter=3, seed=0, best_score=np.float64(0.25),
                   dataset_meta=dict(classes=('a', 'b'))),
-        state_dict={'bbox_head.loss_cls.acc_sum': torch.arange(30.)},
+        state_dict={'weight': torch.arange(2.).reshape(1, 2), 'bias': torch.tensor([0.5])},
         message_hub=hub.state_dict(),
         optimizer=dict(state={0: dict(momentum_buffer=torch.ones(2))}, param_groups=[dict(lr=0.01)]))
     torch.save(checkpoint, path)
@@ -43,6 +50,55 @@ def poisoned(path, payload):
     return path
 
 
+PAYLOADS = [
+    (lambda marker: Payload(os.system, f'touch {marker}'), 'posix.system'),
+    (lambda marker: Payload(subprocess.call, ['touch', str(marker)]), 'subprocess.call'),
+    (lambda marker: Payload(eval, f'open({str(marker)!r}, "w")'), 'builtins.eval'),
+    (lambda marker: Payload(exec, f'open({str(marker)!r}, "w")'), 'builtins.exec'),
+]
+PAYLOAD_IDS = [refused for _, refused in PAYLOADS]
+
+
+def refusal(path, refused):
+    return (f"refusing to load checkpoint {path}: it holds the pickled global '{refused}', which is not among "
+            'the types mmengine/mmdet checkpoints contain (loaded with weights_only=True)')
+
+
+class CraftedHistoryBuffer:
+    """Pickles exactly as a ``HistoryBuffer`` whose ``__getstate__`` returned ``state``."""
+    __class__ = HistoryBuffer  # pickle requires the __newobj__ class to be the object's own
+
+    def __init__(self, state):
+        self.state = state
+
+    def __reduce_ex__(self, protocol):
+        return copyreg.__newobj__, (HistoryBuffer,), self.state
+
+
+def history_state(**changes):
+    """The state ``HistoryBuffer.__getstate__`` writes for a buffer holding 1.0 and 3.0, with changes."""
+    state = dict(max_length=1000000, _log_history=np.array([1.0, 3.0]), _count_history=np.array([1, 1]),
+                 statistics_methods={name: getattr(HistoryBuffer, name) for name in
+                                     ('min', 'max', 'current', 'mean')})
+    state.update(changes)
+    return state
+
+
+def crafted(path, state):
+    torch.save(dict(message_hub=dict(log_scalars={'train/loss': CraftedHistoryBuffer(state)})), path)
+    return path
+
+
+@pytest.fixture
+def statistics_methods():
+    """``HistoryBuffer._statistics_methods`` as it was (mmengine's four defaults), restored afterwards."""
+    HistoryBuffer()  # registers the defaults, as any buffer does
+    before = dict(HistoryBuffer._statistics_methods)
+    yield before
+    HistoryBuffer._statistics_methods.clear()
+    HistoryBuffer._statistics_methods.update(before)
+
+
 def allowlisted_names():
     names = set()
     for entry in checkpoint_safe_globals():
@@ -57,15 +113,28 @@ def test_torch_default_load_refuses_mmengine_checkpoint(tmp_path):
         torch.load(path)
 
 
-def test_safe_load_restores_history_buffers_and_numpy_values(tmp_path):
+def test_safe_load_restores_history_buffers_and_numpy_values(tmp_path, statistics_methods):
     checkpoint = load_checkpoint_safely(mmengine_like_checkpoint(tmp_path / 'ckpt.pth'))
     loss = checkpoint['message_hub']['log_scalars']['train/loss']
-    assert isinstance(loss, HistoryBuffer)
+    assert type(loss) is HistoryBuffer
+    assert sorted(vars(loss)) == ['_count_history', '_log_history', 'max_length']
     assert loss.mean() == pytest.approx(2.0)
-    assert loss.statistics('max') == 3.0  # statistics resolved through history_buffer_statistic
+    assert loss.statistics('max') == 3.0
+    assert loss.max_length == 1000000
     assert checkpoint['message_hub']['runtime_info']['eta'] == np.float64(12.5)
     assert checkpoint['meta']['best_score'].dtype == np.float64
-    assert torch.equal(checkpoint['state_dict']['bbox_head.loss_cls.acc_sum'], torch.arange(30.))
+    assert torch.equal(checkpoint['state_dict']['weight'], torch.arange(2.).reshape(1, 2))
+    assert HistoryBuffer._statistics_methods == statistics_methods
+
+
+def test_loaded_history_buffer_equals_what_mmengine_itself_unpickles(tmp_path):
+    path = mmengine_like_checkpoint(tmp_path / 'ckpt.pth')
+    ours = load_checkpoint_safely(path)['message_hub']['log_scalars']['train/loss']
+    theirs = torch.load(path, weights_only=False)['message_hub']['log_scalars']['train/loss']
+    for name in ('_log_history', '_count_history'):
+        assert getattr(ours, name).dtype == getattr(theirs, name).dtype
+        np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name))
+    assert ours.max_length == theirs.max_length
 
 
 def test_allowlist_covers_exactly_what_the_checkpoint_needs(tmp_path):
@@ -79,31 +148,73 @@ def test_allowlist_covers_exactly_what_the_checkpoint_needs(tmp_path):
         'numpy.core.multiarray._reconstruct', 'numpy.core.multiarray.scalar', 'builtins.getattr'}
 
 
-def test_getattr_in_allowlist_is_the_restricted_one():
-    entries = dict((name, func) for func, name in
+def test_history_buffer_and_getattr_are_bound_to_the_stand_ins():
+    entries = dict((name, obj) for obj, name in
                    (e for e in checkpoint_safe_globals() if isinstance(e, tuple)))
+    assert entries['mmengine.logging.history_buffer.HistoryBuffer'] is HistoryBufferStandIn
     assert entries['builtins.getattr'] is history_buffer_statistic
-    assert getattr not in checkpoint_safe_globals()
+    objects = [e[0] if isinstance(e, tuple) else e for e in checkpoint_safe_globals()]
+    assert HistoryBuffer not in objects  # its __setstate__ writes to the class
+    assert getattr not in objects
 
 
-@pytest.mark.parametrize('owner, name', [(HistoryBuffer, '__init__'), (HistoryBuffer, 'update'),
-                                         (np.ndarray, 'tofile'), (os, 'system')])
+@pytest.mark.parametrize('owner, name', [(HistoryBuffer, '__init__'), (HistoryBufferStandIn, 'update'),
+                                         (HistoryBuffer, '_statistics_methods'), (np.ndarray, 'tofile'),
+                                         (os, 'system')])
 def test_history_buffer_statistic_refuses_anything_else(owner, name):
-    with pytest.raises(pickle.UnpicklingError, match='may only fetch HistoryBuffer'):
+    with pytest.raises(RefusedContent, match="'builtins.getattr' fetching"):
         history_buffer_statistic(owner, name)
 
 
 def test_history_buffer_statistic_resolves_the_four_statistics():
     for name in ('min', 'max', 'current', 'mean'):
-        assert history_buffer_statistic(HistoryBuffer, name) is getattr(HistoryBuffer, name)
+        assert history_buffer_statistic(HistoryBufferStandIn, name) is getattr(HistoryBuffer, name)
 
 
-@pytest.mark.parametrize('make_payload, refused', [
-    (lambda marker: Payload(os.system, f'touch {marker}'), 'posix.system'),
-    (lambda marker: Payload(subprocess.call, ['touch', str(marker)]), 'subprocess.call'),
-    (lambda marker: Payload(eval, f'open({str(marker)!r}, "w")'), 'builtins.eval'),
-    (lambda marker: Payload(exec, f'open({str(marker)!r}, "w")'), 'builtins.exec'),
+def test_the_attack_is_real_with_history_buffer_itself_allowlisted(tmp_path, statistics_methods):
+    # What allowlisting mmengine's HistoryBuffer (as this module did before) lets a checkpoint do: its
+    # __setstate__ rewrites the statistics of every HistoryBuffer in the process.
+    path = crafted(tmp_path / 'evil.pth', history_state(statistics_methods={'mean': HistoryBuffer.max}))
+    naive = [HistoryBuffer] + [entry for entry in checkpoint_safe_globals()
+                               if not (isinstance(entry, tuple) and entry[0] is HistoryBufferStandIn)]
+    with torch.serialization.safe_globals(naive):
+        torch.load(path, weights_only=True)
+    assert HistoryBuffer._statistics_methods['mean'] is HistoryBuffer.max
+    assert HistoryBuffer([1.0, 3.0], [1, 1]).statistics('mean') == 3.0
+
+
+@pytest.mark.parametrize('changes, problem', [
+    (dict(statistics_methods={'mean': HistoryBuffer.max}), "maps the statistic 'mean' to HistoryBuffer.max"),
+    (dict(statistics_methods={'median': HistoryBuffer.max}), "maps the statistic 'median' to HistoryBuffer.max"),
+    (dict(_statistics_methods={'mean': HistoryBuffer.max}), "sets the attribute(s) '_statistics_methods'"),
+    (dict(statistics_methods=[('mean', HistoryBuffer.max)]), 'has statistics_methods of type list'),
+    (dict(max_length='1000000'), "has max_length '1000000', not an int >= 1"),
+    (dict(_count_history=np.array([1])), 'has a _log_history and a _count_history of different lengths'),
+    (dict(_log_history=[1.0, 3.0]), 'has a _log_history that is not a 1-d numeric numpy array'),
 ])
+def test_crafted_history_buffer_state_is_refused_and_class_state_unchanged(tmp_path, statistics_methods,
+                                                                           changes, problem):
+    path = crafted(tmp_path / 'evil.pth', history_state(**changes))
+    with pytest.raises(UnsafeCheckpointError) as info:
+        load_checkpoint_safely(path)
+    assert str(info.value).startswith(f'refusing to load checkpoint {path}: its HistoryBuffer state {problem}')
+    assert info.value.refused_global == 'mmengine.logging.history_buffer.HistoryBuffer'
+    assert HistoryBuffer._statistics_methods == statistics_methods
+    assert all(HistoryBuffer._statistics_methods[name] is getattr(HistoryBuffer, name)
+               for name in ('min', 'max', 'current', 'mean'))
+
+
+def test_honest_history_buffer_state_without_statistics_loads(tmp_path, statistics_methods):
+    # mmengine before __getstate__ existed pickled no statistics_methods at all.
+    state = history_state()
+    del state['statistics_methods']
+    loaded = load_checkpoint_safely(crafted(tmp_path / 'old.pth', state))['message_hub']['log_scalars']
+    assert type(loaded['train/loss']) is HistoryBuffer
+    assert loaded['train/loss'].mean() == 2.0
+    assert HistoryBuffer._statistics_methods == statistics_methods
+
+
+@pytest.mark.parametrize('make_payload, refused', PAYLOADS, ids=PAYLOAD_IDS)
 def test_payload_is_refused_and_never_runs(tmp_path, make_payload, refused):
     marker = tmp_path / 'payload_ran'
     path = poisoned(tmp_path / 'evil.pth', make_payload(marker))
@@ -112,9 +223,7 @@ def test_payload_is_refused_and_never_runs(tmp_path, make_payload, refused):
     assert not marker.exists()
     assert info.value.refused_global == refused
     assert info.value.checkpoint == str(path)
-    assert str(info.value) == (
-        f"refusing to load checkpoint {path}: it holds the pickled global '{refused}', which is not among "
-        'the types mmengine/mmdet checkpoints contain (loaded with weights_only=True)')
+    assert str(info.value) == refusal(path, refused)
 
 
 def test_getattr_gadget_through_allowlisted_class_is_refused(tmp_path):
@@ -123,6 +232,7 @@ def test_getattr_gadget_through_allowlisted_class_is_refused(tmp_path):
     with pytest.raises(UnsafeCheckpointError) as info:
         load_checkpoint_safely(str(path))
     assert "it holds the pickled global 'builtins.getattr' fetching HistoryBuffer.update," in str(info.value)
+    assert info.value.refused_global == 'builtins.getattr'
 
 
 def test_env_var_forcing_unsafe_loads_does_not_weaken_it(tmp_path, monkeypatch):
@@ -132,58 +242,6 @@ def test_env_var_forcing_unsafe_loads_does_not_weaken_it(tmp_path, monkeypatch):
     with pytest.raises(UnsafeCheckpointError):
         load_checkpoint_safely(str(path))
     assert not marker.exists()
-
-
-def test_custom_pickle_module_is_refused(tmp_path):
-    path = mmengine_like_checkpoint(tmp_path / 'ckpt.pth')
-    with pytest.raises(UnsafeCheckpointError, match='custom pickle_module'):
-        load_checkpoint_safely(str(path), pickle_module=pickle)
-
-
-def test_block_routes_explicit_weights_only_false_through_the_allowlist(tmp_path):
-    marker = tmp_path / 'payload_ran'
-    path = poisoned(tmp_path / 'evil.pth', Payload(os.system, f'touch {marker}'))
-    original = torch.load
-    with weights_only_checkpoints():
-        assert torch.load is load_checkpoint_safely
-        with pytest.raises(UnsafeCheckpointError):
-            torch.load(path, weights_only=False)
-        with weights_only_checkpoints():  # re-entrant
-            pass
-        assert torch.load is load_checkpoint_safely
-    assert torch.load is original
-    assert not marker.exists()
-
-
-def test_block_guards_mmengine_local_loader(tmp_path):
-    marker = tmp_path / 'payload_ran'
-    path = poisoned(tmp_path / 'evil.pth', Payload(os.system, f'touch {marker}'))
-    good = mmengine_like_checkpoint(tmp_path / 'good.pth')
-    with weights_only_checkpoints():
-        assert _load_checkpoint(str(good))['meta']['iter'] == 3
-        with pytest.raises(UnsafeCheckpointError):
-            _load_checkpoint(str(path))
-    assert not marker.exists()
-
-
-def test_block_guards_torch_hub_which_passes_weights_only_false(tmp_path, monkeypatch):
-    # mmengine fetches http(s)://, torchvision:// and open-mmlab:// checkpoints with
-    # torch.hub.load_state_dict_from_url, whose default is weights_only=False; file:// stands in for https.
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
-    marker = tmp_path / 'payload_ran'
-    path = poisoned(tmp_path / 'evil.pth', Payload(os.system, f'touch {marker}'))
-    with weights_only_checkpoints():
-        with pytest.raises(UnsafeCheckpointError, match="'posix.system'"):
-            torch.hub.load_state_dict_from_url(f'file://{path}', model_dir=str(tmp_path / 'hub'))
-    assert not marker.exists()
-
-
-def test_block_restores_torch_load_after_an_error():
-    original = torch.load
-    with pytest.raises(RuntimeError, match='boom'):
-        with weights_only_checkpoints():
-            raise RuntimeError('boom')
-    assert torch.load is original
 
 
 def test_truncated_checkpoint_is_named_as_unreadable(tmp_path):
@@ -200,3 +258,153 @@ def test_text_file_is_named_as_unreadable(tmp_path):
     path.write_text('hello\n')
     with pytest.raises(UnreadableCheckpointError, match=f'^checkpoint file {path} is not a readable'):
         load_checkpoint_safely(str(path))
+
+
+# ----- the scope: mmengine's CheckpointLoader, not torch.load -----
+
+def mmengine_own_prefixes():
+    return {prefix for prefix, loader in CheckpointLoader._schemes.items()
+            if loader.__module__ == 'mmengine.runner.checkpoint'}
+
+
+def test_scope_covers_every_scheme_of_mmengine_and_restores_them():
+    before = dict(CheckpointLoader._schemes)
+    own = mmengine_own_prefixes()
+    assert {'', 'http://', 'https://', 'torchvision://', 'open-mmlab://', 'pavi://'} <= own
+    with weights_only_checkpoint_loaders():
+        for prefix in own:
+            assert CheckpointLoader._schemes[prefix] is WEIGHTS_ONLY_LOADERS[prefix], prefix
+        with weights_only_checkpoint_loaders():  # re-entrant
+            pass
+        assert CheckpointLoader._get_checkpoint_loader('https://x/y.pth') is safe.load_from_http
+        assert CheckpointLoader._get_checkpoint_loader('open-mmlab:s3://b/y.pth') is safe.load_from_ceph
+        assert CheckpointLoader._get_checkpoint_loader('work_dirs/iter_4.pth') is safe.load_from_local
+    assert dict(CheckpointLoader._schemes) == before
+    assert list(CheckpointLoader._schemes) == list(before)
+
+
+def test_scope_restores_the_loaders_after_an_error():
+    before = dict(CheckpointLoader._schemes)
+    with pytest.raises(RuntimeError, match='boom'):
+        with weights_only_checkpoint_loaders():
+            raise RuntimeError('boom')
+    assert dict(CheckpointLoader._schemes) == before
+
+
+def test_a_loader_registered_inside_the_scope_stays(tmp_path):
+    before = dict(CheckpointLoader._schemes)
+
+    def load_from_mine(filename, map_location=None):
+        return {'mine': filename}
+    try:
+        with weights_only_checkpoint_loaders():
+            CheckpointLoader.register_scheme('https://', load_from_mine, force=True)
+        assert CheckpointLoader._schemes['https://'] is load_from_mine
+        assert CheckpointLoader._schemes['http://'] is before['http://']
+    finally:
+        CheckpointLoader.register_scheme('https://', before['https://'], force=True)
+
+
+class Note:
+    """An arbitrary class of user code: loadable only with ``weights_only=False``."""
+
+    def __init__(self, text):
+        self.text = text
+
+
+@pytest.mark.parametrize('make_payload, refused', PAYLOADS, ids=PAYLOAD_IDS)
+def test_in_scope_checkpoint_loader_refuses_while_user_torch_load_keeps_its_semantics(tmp_path, make_payload,
+                                                                                      refused):
+    marker = tmp_path / 'payload_ran'
+    evil = poisoned(tmp_path / 'evil.pth', make_payload(marker))
+    trusted = tmp_path / 'trusted.pth'
+    torch.save({'note': Note('mine')}, trusted)
+    torch_load = torch.load
+    with weights_only_checkpoint_loaders():
+        assert torch.load is torch_load
+        assert torch.load(trusted, weights_only=False)['note'].text == 'mine'
+        with pytest.raises(pickle.UnpicklingError, match='Note'):
+            torch.load(trusted, weights_only=True)  # nor is an explicit weights_only=True widened
+        with pytest.raises(UnsafeCheckpointError) as info:
+            CheckpointLoader.load_checkpoint(str(evil))
+    assert str(info.value) == refusal(evil, refused)
+    assert not marker.exists()
+
+
+def test_in_scope_runner_paths_load_real_checkpoints_and_refuse_poisoned_ones(tmp_path, statistics_methods):
+    # Runner.load_checkpoint/resume call _load_checkpoint; init_cfg=dict(type='Pretrained') and load_from
+    # go through load_checkpoint: all of them end in CheckpointLoader.
+    good = mmengine_like_checkpoint(tmp_path / 'good.pth')
+    marker = tmp_path / 'payload_ran'
+    evil = poisoned(tmp_path / 'evil.pth', Payload(os.system, f'touch {marker}'))
+    with weights_only_checkpoint_loaders():
+        assert type(_load_checkpoint(str(good))['message_hub']['log_scalars']['train/loss']) is HistoryBuffer
+        model = torch.nn.Linear(2, 1)
+        load_checkpoint(model, str(good))
+        assert torch.equal(model.weight.detach(), torch.arange(2.).reshape(1, 2))
+        PretrainedInit(checkpoint=str(good))(torch.nn.Linear(2, 1))
+        with pytest.raises(UnsafeCheckpointError, match="'posix.system'"):
+            _load_checkpoint(str(evil))
+        with pytest.raises(UnsafeCheckpointError, match="'posix.system'"):
+            PretrainedInit(checkpoint=str(evil))(torch.nn.Linear(2, 1))
+        with pytest.raises(FileNotFoundError, match='nowhere.pth can not be found'):
+            _load_checkpoint(str(tmp_path / 'nowhere.pth'))
+    assert not marker.exists()
+    assert HistoryBuffer._statistics_methods == statistics_methods
+
+
+REMOTE = 'https://download.openmmlab.test/checkpoints/evil.pth'
+
+
+@pytest.fixture
+def remote_evil(tmp_path, monkeypatch):
+    """A poisoned checkpoint reachable through every remote scheme; no network is used."""
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    marker = tmp_path / 'payload_ran'
+    path = poisoned(tmp_path / 'evil.pth', Payload(os.system, f'touch {marker}'))
+    real_urlopen = torch.hub.urlopen
+
+    def urlopen(request, *args, **kwargs):  # torch.hub's download: REMOTE is served from the local file
+        assert request.full_url == REMOTE, request.full_url
+        return real_urlopen(f'file://{path}')
+    monkeypatch.setattr(torch.hub, 'urlopen', urlopen)
+    monkeypatch.setattr(safe, 'get_torchvision_models', lambda: {'resnet_evil': REMOTE})
+    monkeypatch.setattr(safe, 'get_external_models', lambda: {'evil': REMOTE, 'evil_local': 'evil.pth'})
+    monkeypatch.setattr(safe, 'get_mmcls_models', lambda: {'evil': REMOTE})
+    monkeypatch.setattr(safe, '_get_mmengine_home', lambda: str(tmp_path))
+    monkeypatch.setattr(safe, 'get_file_backend',
+                        lambda filename, backend_args: types.SimpleNamespace(get=lambda _: path.read_bytes()))
+
+    def download(destination):
+        with open(destination, 'wb') as f:
+            f.write(path.read_bytes())
+    modelcloud = types.SimpleNamespace(get=lambda name: types.SimpleNamespace(name='evil.pth', download=download))
+    monkeypatch.setitem(sys.modules, 'pavi', types.SimpleNamespace(modelcloud=modelcloud))
+    return marker
+
+
+@pytest.mark.parametrize('filename', [REMOTE, 'torchvision://resnet_evil', 'modelzoo://resnet_evil',
+                                      'open-mmlab://evil', 'openmmlab://evil_local', 'mmcls://evil',
+                                      'pavi://models/evil', 's3://bucket/evil.pth',
+                                      'open-mmlab:s3://bucket/evil.pth'])
+def test_in_scope_remote_schemes_refuse_poisoned_checkpoints(remote_evil, filename):
+    with weights_only_checkpoint_loaders():
+        with pytest.raises(UnsafeCheckpointError, match="'posix.system'"):
+            CheckpointLoader.load_checkpoint(filename)
+    assert not remote_evil.exists()
+
+
+def test_http_loader_loads_through_torch_hub_cache_weights_only(tmp_path, statistics_methods):
+    # mmengine's load_from_http calls torch.hub.load_state_dict_from_url, which passes weights_only=False.
+    good = mmengine_like_checkpoint(tmp_path / 'good.pth')
+    marker = tmp_path / 'payload_ran'
+    evil = poisoned(tmp_path / 'evil.pth', Payload(os.system, f'touch {marker}'))
+    hub_dir = tmp_path / 'hub'
+    checkpoint = safe.load_from_http(f'file://{good}', model_dir=str(hub_dir), progress=False)
+    assert type(checkpoint['message_hub']['log_scalars']['train/loss']) is HistoryBuffer
+    assert (hub_dir / 'good.pth').is_file()
+    with pytest.raises(UnsafeCheckpointError) as info:
+        safe.load_from_http(f'file://{evil}', model_dir=str(hub_dir), progress=False)
+    assert info.value.checkpoint == f'file://{evil}'
+    assert not marker.exists()
+    assert HistoryBuffer._statistics_methods == statistics_methods

@@ -4,7 +4,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tool_runs import DEMO_CONFIG, N, ReferenceRun, Tools, last_lines, train_scalars
+from tool_runs import DEMO_CONFIG, N, ReferenceRun, Tools, in_ci, last_lines, slurm_opt_in, train_scalars
 
 SLURM_START = Path(__file__).parent / 'slurm' / 'start_slurm.sh'
 SLURM_CANNOT_INSTALL = 3
@@ -30,21 +30,21 @@ def reference_run(tools: Tools) -> ReferenceRun:
     return ReferenceRun(work_dir, scalars)
 
 
-def _in_ci() -> bool:
-    return os.environ.get('CI', '').lower() in ('1', 'true', 'yes')
-
-
 @pytest.fixture(scope='session')
 def slurm_partition() -> str:
     """A single-node, CPU-only Slurm cluster on this machine, started by ``slurm/start_slurm.sh``.
 
-    Skipped only where Slurm cannot be installed (the script exits with 3); under CI (``CI=true``) that
-    fails instead, so that CI never passes without having run the Slurm test.
+    Only under CI (``CI=true``) or with ``GHM_MMDET_TEST_SLURM=1`` (:func:`tool_runs.slurm_opt_in`);
+    otherwise skipped, naming that variable. Opted in, it is skipped only where Slurm cannot be installed
+    (the script exits with 3), and never under CI, so that CI never passes without having run the Slurm test.
     """
+    allowed, reason = slurm_opt_in(os.environ)
+    if not allowed:
+        pytest.skip(reason)
     proc = subprocess.run(['bash', str(SLURM_START)], capture_output=True, text=True, timeout=900)
     if proc.returncode == 0:
         return proc.stdout.split()[-1]
-    message = f'start_slurm.sh exited with {proc.returncode}:\n{last_lines(proc.stderr, 15)}'
-    if proc.returncode == SLURM_CANNOT_INSTALL and not _in_ci():
+    message = f'start_slurm.sh exited with {proc.returncode} ({reason}):\n{last_lines(proc.stderr, 15)}'
+    if proc.returncode == SLURM_CANNOT_INSTALL and not in_ci(os.environ):
         pytest.skip(f'Slurm cannot be installed on this machine ({message.splitlines()[-1]})')
     pytest.fail(message)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / 'tools'
@@ -39,6 +39,28 @@ FAST_OPTIONS = [
     f'randomness.seed={SEED}',
     'randomness.deterministic=True',
 ]
+
+
+#: Set to 1 to let a developer's pytest (as root) install and start Slurm for the Slurm launcher test.
+SLURM_OPT_IN = 'GHM_MMDET_TEST_SLURM'
+
+
+def in_ci(environ: Mapping[str, str]) -> bool:
+    return environ.get('CI', '').lower() in ('1', 'true', 'yes')
+
+
+def slurm_opt_in(environ: Mapping[str, str]) -> Tuple[bool, str]:
+    """Whether this test session may install and start Slurm on this machine, and why (or why not).
+
+    Installing packages and starting daemons as root is not something a developer's ``pytest`` should do
+    unasked: only CI (``CI=true``) or ``GHM_MMDET_TEST_SLURM=1`` allow it.
+    """
+    if in_ci(environ):
+        return True, f'CI={environ["CI"]}'
+    if environ.get(SLURM_OPT_IN) == '1':
+        return True, f'{SLURM_OPT_IN}=1'
+    return False, (f'the Slurm test installs and starts Slurm on this machine; set {SLURM_OPT_IN}=1 to run it '
+                   '(CI=true runs it)')
 
 
 def free_port() -> int:
