@@ -1,0 +1,215 @@
+"""The head matrix of ``test_head_matrix.py``: which config puts GHM into which head, and the helpers that
+build each model small enough for the CPU and run it on a fixed two-image batch.
+
+Only what makes a model runnable on a CPU without downloads changes here (the backbone's ImageNet
+``init_cfg``, and the score threshold when predicting): the architecture and the losses are the configs'.
+"""
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import mmdet
+import torch
+from mmdet.models.losses.ghm_loss import GHMC as MMDetGHMC
+from mmdet.models.losses.ghm_loss import GHMR as MMDetGHMR
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+from mmengine import Config
+from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
+
+import ghm_mmdet  # noqa: F401  (registers GHMC/GHMR)
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs'
+
+# The published RetinaNet-GHM settings (mmdet's configs/ghm), and softmax GHM-C for the RoI head.
+GHMC_RECIPE = dict(type='GHMC', bins=30, momentum=0.75, use_sigmoid=True, loss_weight=1.0)
+GHMR_RECIPE = dict(type='GHMR', mu=0.02, bins=10, momentum=0.7, loss_weight=10.0)
+SOFTMAX_GHMC = dict(type='GHMC', use_sigmoid=False, bins=30, momentum=0.75, loss_weight=1.0)
+GHM_CLIP_GRAD = dict(max_norm=35, norm_type=2)
+
+# mmdet's own GHMC/GHMR under names of their own (ghm_mmdet takes over 'GHMC'/'GHMR').
+BUILTIN_NAMES = {'GHMC': 'MMDetGHMC', 'GHMR': 'MMDetGHMR'}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One head of the matrix.
+
+    config: file under ``configs/``. base: the mmdet config it inherits. losses: model-relative dotted
+    path of each loss the config replaces -> its loss dict. other_changes: config-relative dotted path ->
+    value, for whatever else the config changes. layers: model-relative names of the head layers whose
+    weights must get a gradient. builtin_failure: where mmdet's built-in GHM loss cannot run on this head,
+    the exception it raises and a pattern of its message.
+    """
+    config: str
+    base: str
+    losses: Dict[str, dict]
+    layers: Tuple[str, ...]
+    other_changes: Dict[str, object] = field(default_factory=dict)
+    builtin_failure: Optional[Tuple[type, str]] = None
+
+    @property
+    def two_stage(self) -> bool:
+        return any(path.startswith('roi_head.') for path in self.losses)
+
+    @property
+    def heads(self) -> Tuple[str, ...]:
+        """Model-relative names of the heads that hold a GHM loss."""
+        return tuple(sorted({path.rsplit('.', 1)[0] for path in self.losses}))
+
+
+TWO_STAGE_GHM = {'rpn_head.loss_cls': GHMC_RECIPE, 'rpn_head.loss_bbox': GHMR_RECIPE,
+                 'roi_head.bbox_head.loss_bbox': GHMR_RECIPE}
+TWO_STAGE_LAYERS = ('rpn_head.rpn_cls', 'rpn_head.rpn_reg', 'roi_head.bbox_head.fc_cls',
+                    'roi_head.bbox_head.fc_reg')
+
+ENTRIES = {
+    'retinanet-9anchors': Entry(
+        config='retinanet_ghm_r50_fpn_1x_coco.py',
+        base='mmdet::retinanet/retinanet_r50_fpn_1x_coco.py',
+        losses={'bbox_head.loss_cls': GHMC_RECIPE, 'bbox_head.loss_bbox': GHMR_RECIPE},
+        other_changes={'optim_wrapper.clip_grad': GHM_CLIP_GRAD},
+        layers=('bbox_head.retina_cls', 'bbox_head.retina_reg')),
+    'retinanet-1anchor': Entry(
+        config='retinanet_ghm_r50_fpn_1-anchor_1x_coco.py',
+        base='mmdet::retinanet/retinanet_r50_fpn_1x_coco.py',
+        # At batch 1 with one anchor, AnchorHead hands GHM-C a non-contiguous (H * W, C) view of the
+        # scores of each level (its permute + reshape needs no copy then).
+        losses={'bbox_head.loss_cls': GHMC_RECIPE, 'bbox_head.loss_bbox': GHMR_RECIPE},
+        other_changes={'optim_wrapper.clip_grad': GHM_CLIP_GRAD,
+                       'model.bbox_head.anchor_generator.scales_per_octave': 1,
+                       'model.bbox_head.anchor_generator.ratios': [1.0]},
+        layers=('bbox_head.retina_cls', 'bbox_head.retina_reg')),
+    'atss': Entry(
+        config='atss_ghm_r50_fpn_1x_coco.py',
+        base='mmdet::atss/atss_r50_fpn_1x_coco.py',
+        losses={'bbox_head.loss_cls': GHMC_RECIPE},
+        layers=('bbox_head.atss_cls',)),
+    'fcos': Entry(
+        config='fcos_ghm_r50-caffe_fpn_gn-head_1x_coco.py',
+        base='mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py',
+        losses={'bbox_head.loss_cls': GHMC_RECIPE},
+        layers=('bbox_head.conv_cls',),
+        # FCOSHead calls loss_cls(scores, labels, avg_factor=...): no label weights, which mmdet's
+        # GHMC requires as a positional argument.
+        builtin_failure=(TypeError, 'label_weight')),
+    'faster-rcnn': Entry(
+        config='faster-rcnn_ghm_r50_fpn_1x_coco.py',
+        base='mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+        losses=TWO_STAGE_GHM,
+        layers=TWO_STAGE_LAYERS),
+    'faster-rcnn-softmax': Entry(
+        config='faster-rcnn_ghm-softmax_r50_fpn_1x_coco.py',
+        base='mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+        losses={**TWO_STAGE_GHM, 'roi_head.bbox_head.loss_cls': SOFTMAX_GHMC},
+        layers=TWO_STAGE_LAYERS),
+}
+FSAF_BASE = 'mmdet::fsaf/fsaf_r50_fpn_1x_coco.py'
+
+# Two images of different sizes (the second is padded, so some anchors are invalid), boxes 30-90 px.
+IMAGE_SHAPES = ((128, 160), (112, 144))
+GT_BOXES = (((10.0, 12.0, 70.0, 80.0), (60.0, 40.0, 150.0, 120.0), (20.0, 88.0, 52.0, 124.0)),
+            ((8.0, 8.0, 100.0, 60.0), (50.0, 50.0, 130.0, 108.0)))
+GT_LABELS = ((0, 17, 56), (2, 2))
+
+
+def get_path(root, dotted: str):
+    for key in dotted.split('.'):
+        root = root[key] if isinstance(root, dict) else getattr(root, key)
+    return root
+
+
+def set_path(root: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split('.')
+    for key in parents:
+        root = root[key]
+    root[last] = value
+
+
+def register_builtins() -> None:
+    """mmdet's GHMC/GHMR under 'MMDetGHMC'/'MMDetGHMR', unless ghm_mmdet already registered them."""
+    for name, module in (('MMDetGHMC', MMDetGHMC), ('MMDetGHMR', MMDetGHMR)):
+        if name not in MODELS.module_dict:
+            MODELS.register_module(name=name, module=module)
+
+
+def config_path(path: str) -> Path:
+    """A file under ``configs/``, or ``mmdet::x`` resolved to mmdet's copy of its config ``x`` (read
+    directly: mmengine's ``get_config`` parses every metafile of mmdet first, about a second)."""
+    if path.startswith('mmdet::'):
+        return Path(mmdet.__file__).parent / '.mim' / 'configs' / path[len('mmdet::'):]
+    return CONFIG_DIR / path
+
+
+def cpu_config(path: str) -> Config:
+    """The config at ``path`` (see :func:`config_path`), with no ImageNet download."""
+    cfg = Config.fromfile(config_path(path))
+    cfg.model.backbone.init_cfg = None
+    return cfg
+
+
+def reference_model_cfg(entry: Entry, model_cfg) -> Tuple[dict, dict]:
+    """(ours, reference) model configs for the comparison with mmdet: the reference has mmdet's built-in
+    GHMC/GHMR in place of ours; softmax GHM-C, which mmdet lacks, becomes one bin with no moving average
+    in ours and mmdet's softmax cross-entropy in the reference (the same loss: beta = N / N = 1)."""
+    ours = copy.deepcopy(model_cfg)
+    reference = copy.deepcopy(model_cfg)
+    for path, loss in entry.losses.items():
+        if loss.get('use_sigmoid', True):
+            set_path(reference, path, dict(loss, type=BUILTIN_NAMES[loss['type']]))
+        else:
+            set_path(ours, path, dict(loss, bins=1, momentum=0.0))
+            set_path(reference, path, dict(type='CrossEntropyLoss', use_sigmoid=False,
+                                           loss_weight=loss['loss_weight']))
+    return ours, reference
+
+
+def build(model_cfg) -> torch.nn.Module:
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    return model
+
+
+def batch(batch_size: int) -> dict:
+    """The first ``batch_size`` of the two images with their boxes, as a data loader gives them."""
+    generator = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for (height, width), boxes, labels in list(zip(IMAGE_SHAPES, GT_BOXES, GT_LABELS))[:batch_size]:
+        inputs.append(torch.randint(0, 256, (3, height, width), generator=generator, dtype=torch.uint8))
+        sample = DetDataSample(metainfo=dict(img_shape=(height, width), ori_shape=(height, width),
+                                             scale_factor=(1.0, 1.0)))
+        sample.gt_instances = InstanceData(bboxes=torch.tensor(boxes), labels=torch.tensor(labels))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def run_loss(model: torch.nn.Module, batch_size: int, parameter_prefixes: Tuple[str, ...]):
+    """Loss mode and backward on :func:`batch`. Returns the loss dict (detached) and the gradient of
+    every parameter whose name starts with one of ``parameter_prefixes``."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    data = model.data_preprocessor(batch(batch_size), training=True)
+    torch.manual_seed(0)  # the samplers of two-stage heads draw from it
+    losses = model.loss(data['inputs'], data['data_samples'])
+    total, _ = model.parse_losses(losses)
+    total.backward()
+    grads = {name: param.grad.detach().clone() for name, param in model.named_parameters()
+             if name.startswith(parameter_prefixes) and param.grad is not None}
+    model.zero_grad(set_to_none=True)
+    detached = {key: [v.detach() for v in value] if isinstance(value, list) else value.detach()
+                for key, value in losses.items()}
+    return detached, grads
+
+
+def loss_values(losses: dict):
+    """(name, tensor) for every tensor in a loss dict, list entries named ``name[i]``."""
+    for key, value in losses.items():
+        if isinstance(value, list):
+            yield from ((f'{key}[{i}]', v) for i, v in enumerate(value))
+        else:
+            yield key, value
+
