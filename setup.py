@@ -35,6 +35,10 @@ setup(
     ],
     extras_require={
         'tests': ['pytest>=7', 'hypothesis>=6'],
+        'tools': [
+            'matplotlib>=3.4',  # tools/analysis_tools/plot_gradient_density.py's figures (Axes.stairs)
+            'tensorboard',  # TensorboardVisBackend for GHMStatsHook; the tests read its EventAccumulator
+        ],
     },
     classifiers=[
         'Programming Language :: Python :: 3',

@@ -9,5 +9,6 @@ from .version import __version__
 
 if find_spec('mmdet') is not None:
     from . import datasets, models  # noqa: F401  (registration side effect)
+    from . import engine  # noqa: F401  (registers GHMStatsHook in mmdet's HOOKS)
 
 __all__ = ['__version__']

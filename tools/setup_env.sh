@@ -65,10 +65,10 @@ if ! has 'import mmdet; assert mmdet.__version__ == "3.3.0"'; then
     "${PIP[@]}" 'mmdet==3.3.0'
 fi
 
-step "ghm_mmdet (editable) with test extras"
-if ! has 'import ghm_mmdet, pytest, hypothesis' \
+step "ghm_mmdet (editable) with test and tools extras"
+if ! has 'import ghm_mmdet, pytest, hypothesis, matplotlib, tensorboard' \
     || [ setup.py -nt "${VENV}/.ghm_mmdet_installed" ]; then
-    "${PIP[@]}" --no-build-isolation -e '.[tests]'
+    "${PIP[@]}" --no-build-isolation -e '.[tests,tools]'
     touch "${VENV}/.ghm_mmdet_installed"
 fi
 

@@ -228,14 +228,18 @@ def _harmonizer(total: Tensor, num_valid: Tensor, acc_sum: Tensor, momentum: flo
     return lambda counts: harmonize(counts, total, num_valid, acc_sum, momentum, floor, all_reduce)
 
 
+def _edges(edges: Optional[Tensor], bins: int, last_edge: float, device) -> Tensor:
+    return unit_region_edges(bins, last_edge, device) if edges is None else edges
+
+
 def _weights(gradient_norm: Tensor, valid: Optional[Tensor], bins: int, last_edge: float,
-             harmonizer: Callable[[Tensor], Density]) -> Tuple[Tensor, Density]:
+             harmonizer: Callable[[Tensor], Density], edges: Optional[Tensor]) -> Tuple[Tensor, Density]:
     """Beta of every entry and the density, in the eager or the traced form."""
     if torch.compiler.is_compiling():
-        edges = edge_values(bins, last_edge)
-        density = harmonizer(fused_bin_counts(gradient_norm, valid, edges))
-        return fused_weights(gradient_norm, valid, density.beta.float(), edges), density
-    index = bin_indices(gradient_norm, unit_region_edges(bins, last_edge, gradient_norm.device), valid)
+        values = edge_values(bins, last_edge)
+        density = harmonizer(fused_bin_counts(gradient_norm, valid, values))
+        return fused_weights(gradient_norm, valid, density.beta.float(), values), density
+    index = bin_indices(gradient_norm, _edges(edges, bins, last_edge, gradient_norm.device), valid)
     density = harmonizer(bin_counts(index, bins))
     return gather_weights(weight_table(density.beta), index), density
 
@@ -262,9 +266,10 @@ def _count(valid: Optional[Tensor], size: int, device) -> Tensor:
 
 def ghm_c(logits: Tensor, targets: Tensor, valid: Optional[Tensor], is_labels: bool, acc_sum: Tensor,
           *, bins: int, momentum: float, reduction: str, floor: Optional[Tensor] = None,
-          all_reduce: Optional[AllReduce] = None, record_shares: bool = False) -> GHMResult:
+          all_reduce: Optional[AllReduce] = None, record_shares: bool = False,
+          edges: Optional[Tensor] = None) -> GHMResult:
     """:func:`ghm_c_loss` for checked arguments, with the module options (warm start, synchronised
-    statistics) and the statistics."""
+    statistics, the ``edges`` a module keeps) and the statistics."""
     num_classes = logits.shape[-1]
     if is_labels:
         logits = logits.reshape(-1, num_classes)
@@ -278,7 +283,7 @@ def ghm_c(logits: Tensor, targets: Tensor, valid: Optional[Tensor], is_labels: b
     if is_labels and reduction != 'none' and not torch.compiler.is_compiling():
         # Eager, the usual RetinaNet case: the hand-fused label passes (no one-hot target).
         loss_sum, density, shares = harmonized_label_bce(
-            logits.contiguous(), targets, valid, unit_region_edges(bins, GHMC_LAST_EDGE, logits.device),
+            logits.contiguous(), targets, valid, _edges(edges, bins, GHMC_LAST_EDGE, logits.device),
             harmonizer, record_shares)
         return GHMResult(_reduce(loss_sum, reduction, density.total), density, shares)
 
@@ -289,7 +294,7 @@ def ghm_c(logits: Tensor, targets: Tensor, valid: Optional[Tensor], is_labels: b
         valid = None if valid is None else valid.unsqueeze(-1)
     targets = targets.to(x.dtype)
     gradient_norm = sigmoid_gradient_norm(x, targets)
-    weights, density = _weights(gradient_norm, valid, bins, GHMC_LAST_EDGE, harmonizer)
+    weights, density = _weights(gradient_norm, valid, bins, GHMC_LAST_EDGE, harmonizer, edges)
     if reduction == 'none' or record_shares:
         weighted = F.binary_cross_entropy_with_logits(x, targets, weight=weights, reduction='none')
         shares = _shares(weighted, gradient_norm) if record_shares else None
@@ -309,14 +314,15 @@ def softmax_gradient_norm(logits: Tensor, labels: Tensor) -> Tensor:
 
 def ghm_c_softmax(logits: Tensor, labels: Tensor, valid: Optional[Tensor], acc_sum: Tensor, *,
                   bins: int, momentum: float, reduction: str, floor: Optional[Tensor] = None,
-                  all_reduce: Optional[AllReduce] = None, record_shares: bool = False) -> GHMResult:
+                  all_reduce: Optional[AllReduce] = None, record_shares: bool = False,
+                  edges: Optional[Tensor] = None) -> GHMResult:
     """:func:`ghm_c_softmax_loss` for checked arguments (module options and statistics as :func:`ghm_c`)."""
     labels = labels.long()
     num_valid = _count(valid, labels.numel(), logits.device)
     harmonizer = _harmonizer(num_valid, num_valid, acc_sum, momentum, floor, all_reduce)
     cross_entropy = -F.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     gradient_norm = softmax_gradient_norm(logits, labels)
-    weights, density = _weights(gradient_norm, valid, bins, GHMC_LAST_EDGE, harmonizer)
+    weights, density = _weights(gradient_norm, valid, bins, GHMC_LAST_EDGE, harmonizer, edges)
     weighted = cross_entropy * weights
     shares = _shares(weighted, gradient_norm) if record_shares else None
     return GHMResult(_reduce(weighted, reduction, density.total), density, shares)
@@ -324,7 +330,7 @@ def ghm_c_softmax(logits: Tensor, labels: Tensor, valid: Optional[Tensor], acc_s
 
 def ghm_r(pred: Tensor, target: Tensor, weight: Optional[Tensor], acc_sum: Tensor, *, mu: float,
           bins: int, momentum: float, reduction: str, floor: Optional[Tensor] = None,
-          all_reduce: Optional[AllReduce] = None) -> GHMResult:
+          all_reduce: Optional[AllReduce] = None, edges: Optional[Tensor] = None) -> GHMResult:
     """:func:`ghm_r_loss` for checked arguments (module options and statistics as :func:`ghm_c`)."""
     diff = pred.float() - target.float()
     if weight is None:
@@ -334,5 +340,6 @@ def ghm_r(pred: Tensor, target: Tensor, weight: Optional[Tensor], acc_sum: Tenso
         valid = weight > 0
         total, num_valid = weight.sum(dtype=torch.float64), valid.sum(dtype=torch.float64)
     harmonizer = _harmonizer(total, num_valid, acc_sum, momentum, floor, all_reduce)
-    weights, density = _weights(asl1_gradient_norm(diff, mu), valid, bins, GHMR_LAST_EDGE, harmonizer)
+    weights, density = _weights(asl1_gradient_norm(diff, mu), valid, bins, GHMR_LAST_EDGE, harmonizer,
+                                edges)
     return GHMResult(_reduce(asl1_loss(diff, mu) * weights, reduction, density.total), density, None)

@@ -66,7 +66,7 @@ class _GHMLoss(nn.Module):
         return dict(
             acc_sum=torch.zeros(self.bins, device=device) if acc_sum is None else acc_sum,
             bins=self.bins, momentum=self.momentum, floor=getattr(self, 'acc_floor', None),
-            all_reduce=dist.all_reduce if self._world_size() > 1 else None)
+            all_reduce=dist.all_reduce if self._world_size() > 1 else None, edges=self.edges)
 
     def _world_size(self) -> int:
         return dist.get_world_size() if self.sync_stats else 1
