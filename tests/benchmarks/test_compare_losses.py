@@ -419,7 +419,7 @@ def test_quick_mode_end_to_end(tmp_path):
     assert width >= 800 and height >= 500
 
     results = json.loads((out_dir / 'results.json').read_text())
-    assert results['iters'] == 10 and results['seeds'] == [0] and 'quick mode' in results['data']
+    assert results['iters'] == 10 and results['seeds'] == [0] and '--quick' in results['data']
     assert [(r['setting'], r['seed']) for r in results['runs']] == [('focal_l1', 0), ('ghmc_ghmr', 0)]
     for record in results['runs']:
         assert record['steps'] == [2, 4, 6, 8, 10]  # logged every 2 iterations

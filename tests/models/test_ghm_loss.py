@@ -313,3 +313,30 @@ def test_non_finite_mu_and_loss_weight_are_rejected(value):
         GHMR(mu=value)
     with pytest.raises(ValueError, match='loss_weight must be a finite float >= 0'):
         GHMC(loss_weight=value)
+
+
+# ---------------------------------------------------------------- double backward, as mmdet's
+
+def grad_of_grad(loss_fn, pred, *args):
+    """d/dpred of |d loss / d pred|^2 through create_graph=True."""
+    x = pred.detach().clone().requires_grad_()
+    (grad,) = torch.autograd.grad(loss_fn(x, *args), x, create_graph=True)
+    (grad * grad).sum().backward()
+    return grad.detach(), x.grad
+
+
+@pytest.mark.parametrize('case', ['ghmc_labels', 'ghmc_one_hot', 'ghmr'])
+def test_double_backward_equals_mmdets(case):
+    if case == 'ghmr':
+        pred, target, weight = reg_inputs(num=40)
+        ours, theirs = GHMR(momentum=0.7), mmdet_ghm.GHMR(momentum=0.7)
+    else:
+        pred, target, weight = cls_inputs(num=60, num_classes=4)
+        if case == 'ghmc_one_hot':
+            target = (target[:, None] == torch.arange(4)).float()
+            weight = weight[:, None].expand(-1, 4).contiguous()
+        ours, theirs = GHMC(bins=10, momentum=0.75), mmdet_ghm.GHMC(bins=10, momentum=0.75)
+    grad, second = grad_of_grad(ours, pred, target, weight)
+    expected_grad, expected_second = grad_of_grad(theirs, pred, target, weight)
+    assert torch.allclose(grad, expected_grad, rtol=1e-5, atol=1e-9)
+    assert torch.allclose(second, expected_second, rtol=1e-4, atol=1e-9)

@@ -30,6 +30,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import AmpOptimWrapper, OptimWrapperDict
 from torch import nn
 
+from ghm_mmdet.core.checks import GHMArgumentError, GHMArgumentTypeError
 from ghm_mmdet.models.losses.ghm_loss import _GHMLoss
 
 #: The largest finite float16 value: a beta above it cannot be held in half precision.
@@ -193,12 +194,12 @@ class GHMStatsHook(Hook):
                  log_histograms: bool = True):
         for name, value in (('interval', interval), ('collapse_intervals', collapse_intervals)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f'{name} must be an int >= 1, got {value!r}')
+                raise GHMArgumentError(f'{name} must be an int >= 1, got {value!r}')
         if isinstance(collapse_share, bool) or not isinstance(collapse_share, (int, float)) \
                 or not 0 < collapse_share <= 1:
-            raise ValueError(f'collapse_share must be a number in (0, 1], got {collapse_share!r}')
+            raise GHMArgumentError(f'collapse_share must be a number in (0, 1], got {collapse_share!r}')
         if not isinstance(log_histograms, bool):
-            raise TypeError(f'log_histograms must be a bool, got {log_histograms!r}')
+            raise GHMArgumentTypeError(f'log_histograms must be a bool, got {log_histograms!r}')
         self.interval = interval
         self.collapse_intervals = collapse_intervals
         self.collapse_share = float(collapse_share)
