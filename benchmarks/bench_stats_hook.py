@@ -1,6 +1,7 @@
 """Overhead of GHMStatsHook: iteration time of the demo config's training with and without the hook.
 
-Both variants train in this one process, in alternating legs (without, with, without, with...), each a fresh
+Both variants train in this one process, in alternating legs (without, with, with, without, ...: the order
+flips every round, so that a machine getting faster or slower over the run favours neither), each a fresh
 mmengine Runner on the same config and seed, so that machine drift affects both alike. The time of an
 iteration is mmengine's ``IterTimerHook`` record (``train/time``: data, forward, backward, step and every
 hook); the first ``--warmup`` iterations of each leg are dropped. The hook's cost falls on one iteration in
@@ -65,10 +66,14 @@ def run_leg(args, with_hook: bool, index: int, root: str):
 def main():
     args = parse_args()
     times = {False: [], True: []}
+    round_ratios = []
     with tempfile.TemporaryDirectory(prefix='bench_stats_hook_') as root:
         for round_index in range(args.rounds):
-            for with_hook in (False, True):
-                times[with_hook] += run_leg(args, with_hook, round_index, root)
+            legs = {}
+            for with_hook in ((False, True) if round_index % 2 == 0 else (True, False)):
+                legs[with_hook] = run_leg(args, with_hook, round_index, root)
+                times[with_hook] += legs[with_hook]
+            round_ratios.append(statistics.fmean(legs[True]) / statistics.fmean(legs[False]))
     without, with_hook = times[False], times[True]
     median_ratio = statistics.median(with_hook) / statistics.median(without)
     mean_ratio = statistics.fmean(with_hook) / statistics.fmean(without)
@@ -81,6 +86,7 @@ def main():
         print(f'| {label} | {len(values)} | {statistics.median(values):.4f} '
               f'| {statistics.fmean(values):.4f} |')
     print(f'| ratio with / without | | {median_ratio:.3f} | {mean_ratio:.3f} |')
+    print(f'\nper round, mean with / mean without: {", ".join(f"{r:.3f}" for r in round_ratios)}')
 
 
 if __name__ == '__main__':

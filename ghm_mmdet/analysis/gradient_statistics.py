@@ -18,7 +18,7 @@ from mmengine.utils import import_modules_from_strings
 from torch import Tensor, nn
 
 from ghm_mmdet.apis import load_checkpoint_safely
-from ghm_mmdet.core.density import bin_indices
+from ghm_mmdet.core.density import bin_indices, harmonizing_weights_per_bin
 from ghm_mmdet.engine import find_ghm_losses
 
 #: Regions of the fine gradient-norm histogram (the paper's Fig. 1), whatever the losses' own ``bins``.
@@ -95,9 +95,7 @@ class GradientNormHistogram:
             ``(bins,)`` float64; ``sum_k beta_k * count_k = N``.
         """
         counts = self.region_counts
-        non_empty = (counts > 0).sum().clamp(min=1)
-        return torch.where(counts > 0, self.num_counted / (counts.clamp(min=1) * non_empty),
-                           torch.zeros_like(counts))
+        return harmonizing_weights_per_bin(counts, counts, counts.sum().clamp(min=1.0))
 
 
 @contextlib.contextmanager
