@@ -10,12 +10,19 @@ speed falls on all settings alike.
     python benchmarks/compare_losses.py                   # 6 settings x seeds 0 1 2, 1500 iterations each
     python benchmarks/compare_losses.py --resume-existing # continue an interrupted comparison
     python benchmarks/compare_losses.py --quick           # smoke check: 2 settings, 1 seed, 10 iterations
+    python benchmarks/compare_losses.py --overhead        # time per training step, all settings in one process
 
 Writes into ``--out-dir``: ``results.md`` (COCO box mAP, mAP@50 and mAP_s as mean ± sample sd over the
 seeds, median seconds per iteration and its ratio to ``focal_l1``'s), ``loss_curves.png`` (training loss
 against iteration, mean and range over seeds) and ``results.json`` (every run's numbers). The demo data set is
 generated under ``data/ghm_demo/`` relative to the current directory on first use, as by ``tools/train.py``
 (``--quick`` generates and uses a small set of its own, under ``data/ghm_demo_small/``).
+
+``--overhead`` measures what the separate runs cannot resolve: the time of one training step (data
+preprocessing, forward, backward, gradient clipping and the optimizer step: mmengine's ``train_step``) of
+each setting, all built in one process from the same seed and stepped in turn on the same demo batches,
+the order of the settings reversed every round; and, on the first batch, the time of each loss call
+(forward + backward) on the inputs the head gives it. It writes ``overhead.md`` and ``overhead.json``.
 
 Seconds per iteration are mmengine's ``time`` records (data loading, forward, backward, optimizer step and
 hooks, averaged over each logging window) from the run's ``vis_data/scalars.json``; a run's figure is their
@@ -479,15 +486,43 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         'images)')
     parser.add_argument('--resume-existing', action='store_true',
                         help='reuse runs that already finished in --out-dir with the same config')
+    parser.add_argument('--overhead', action='store_true',
+                        help='instead of training, time training steps and loss calls of the settings in '
+                        'this one process (writes overhead.md and overhead.json)')
+    parser.add_argument('--rounds', type=int,
+                        help=f'--overhead: timed rounds (default {OVERHEAD_ROUNDS}; --quick: '
+                        f'{QUICK_OVERHEAD_ROUNDS})')
+    parser.add_argument('--batches', type=int,
+                        help=f'--overhead: batches per round (default {OVERHEAD_BATCHES}; --quick: '
+                        f'{QUICK_OVERHEAD_BATCHES})')
+    parser.add_argument('--loss-repeats', type=int,
+                        help=f'--overhead: timed repeats of the loss calls (default {LOSS_CALL_REPEATS}; '
+                        f'--quick: {QUICK_LOSS_CALL_REPEATS})')
     args = parser.parse_args(argv)
+    for name in ('rounds', 'batches', 'loss_repeats'):
+        value = getattr(args, name)
+        if value is not None and (not args.overhead or value < 1):
+            option = '--' + name.replace('_', '-')
+            parser.error(f'{option} must be >= 1, got {value}' if args.overhead
+                         else f'{option} applies to --overhead only')
+    if args.overhead:
+        for name, full, quick in (('rounds', OVERHEAD_ROUNDS, QUICK_OVERHEAD_ROUNDS),
+                                  ('batches', OVERHEAD_BATCHES, QUICK_OVERHEAD_BATCHES),
+                                  ('loss_repeats', LOSS_CALL_REPEATS, QUICK_LOSS_CALL_REPEATS)):
+            if getattr(args, name) is None:
+                setattr(args, name, quick if args.quick else full)
     if args.iters is not None and args.iters < 1:
         parser.error(f'--iters must be >= 1, got {args.iters}')
     if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
         parser.error(f'--seeds has a repeated seed: {args.seeds}')
+    if args.overhead and (args.iters is not None or args.resume_existing):
+        parser.error('--overhead trains nothing to the end: --iters and --resume-existing do not apply')
     if args.settings is None:
         args.settings = list(QUICK_SETTINGS if args.quick else SETTINGS)
     else:  # table order, whatever order they were named in
         args.settings = [name for name in SETTINGS if name in args.settings]
+    if args.overhead and TIME_REFERENCE not in args.settings:  # the ratios need the reference
+        args.settings = [name for name in SETTINGS if name in (TIME_REFERENCE, *args.settings)]
     if args.seeds is None:
         args.seeds = list(QUICK_SEEDS if args.quick else DEFAULT_SEEDS)
     if args.iters is None and args.quick:
@@ -535,6 +570,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     out_dir: Path = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)]
+    if args.overhead:
+        print(f'compare_losses --overhead: {", ".join(args.settings)}, {args.rounds} rounds x {args.batches} '
+              f'batches, seed {args.seeds[0]}', flush=True)
+        result = measure_overhead(args.settings, args.rounds, args.batches, args.loss_repeats, args.quick,
+                                  seed=args.seeds[0])
+        write_overhead(out_dir, result, args, command)
+        return
     plan = [(seed, name) for seed in args.seeds for name in args.settings]
     print(f'compare_losses: {len(plan)} runs ({len(args.settings)} settings x seeds {args.seeds}) into '
           f'{out_dir}', flush=True)
@@ -557,7 +600,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             progress += f'; about {_duration(statistics.fmean(trained_walls) * left)} left'
         print(progress, flush=True)
 
-    command = [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)]
     write_results(out_dir, records, args, records[0]['iters'], command)
 
 
@@ -596,6 +638,190 @@ def write_results(out_dir: Path, records: Sequence[dict], args: argparse.Namespa
     print(f'\n{markdown_table(rows)}\n', flush=True)
     print(f'compare_losses: wrote {out_dir / "results.md"}, {out_dir / "loss_curves.png"}, '
           f'{out_dir / "results.json"}', flush=True)
+
+
+# ------------------------------------------------------------------------------------ overhead (--overhead)
+
+#: ``--overhead``'s defaults: every setting, this many timed rounds over this many batches (after one
+#: untimed round), and ``--quick``'s.
+OVERHEAD_ROUNDS, OVERHEAD_BATCHES = 20, 4
+QUICK_OVERHEAD_ROUNDS, QUICK_OVERHEAD_BATCHES = 2, 1
+#: Timed repeats of each setting's loss calls on the captured inputs of one batch.
+LOSS_CALL_REPEATS, QUICK_LOSS_CALL_REPEATS = 100, 3
+
+
+@dataclass
+class Trainer:
+    """One setting built for in-process timing: its config, model and optimizer wrapper."""
+    cfg: object
+    model: object
+    optim_wrapper: object
+
+
+def build_trainer(setting: Setting, seed: int, small_data: bool) -> Trainer:
+    """Build ``setting``'s model (initialised from ``seed``, so every setting starts from the same weights)
+    and its optimizer wrapper (the demo's SGD with gradient clipping), as ``tools/train.py`` would."""
+    import torch
+    from mmdet.registry import MODELS
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmengine.utils import import_modules_from_strings
+
+    cfg = build_config(setting, seed, small_data=small_data)
+    import_modules_from_strings(**cfg.custom_imports)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.train()
+    return Trainer(cfg, model, build_optim_wrapper(model, cfg.optim_wrapper))
+
+
+def demo_batches(cfg, count: int, seed: int) -> list:
+    """The first ``count`` batches of ``cfg``'s training loader (in this process, no worker)."""
+    from mmengine.runner import Runner
+    loader_cfg = dict(cfg.train_dataloader, num_workers=0, persistent_workers=False)
+    batches = []
+    for batch in Runner.build_dataloader(loader_cfg, seed=seed):
+        batches.append(batch)
+        if len(batches) == count:
+            break
+    return batches
+
+
+def capture_loss_inputs(trainer: Trainer, batch) -> Dict[str, list]:
+    """The ``(args, kwargs)`` of every call of the head's ``loss_cls`` and ``loss_bbox`` during one
+    forward (detached copies), by forward pre-hooks; the step is not applied."""
+    import torch
+    head = trainer.model.bbox_head
+    calls: Dict[str, list] = {'loss_cls': [], 'loss_bbox': []}
+
+    def copy(value):
+        return value.detach().clone() if isinstance(value, torch.Tensor) else value
+
+    def recorder(name):
+        def hook(module, args, kwargs):
+            calls[name].append(([copy(a) for a in args], {k: copy(v) for k, v in kwargs.items()}))
+        return hook
+
+    handles = [getattr(head, name).register_forward_pre_hook(recorder(name), with_kwargs=True)
+               for name in calls]
+    try:
+        data = trainer.model.data_preprocessor(batch, True)
+        trainer.model.loss(data['inputs'], data['data_samples'])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+def time_loss_calls(module, calls: list) -> float:
+    """Seconds of one iteration's calls of ``module`` (forward + backward of each captured call)."""
+    start = time.perf_counter()
+    for args, kwargs in calls:
+        pred = args[0].clone().requires_grad_()
+        module(pred, *args[1:], **kwargs).backward()
+    return time.perf_counter() - start
+
+
+def measure_overhead(names: Sequence[str], rounds: int, num_batches: int, loss_repeats: int,
+                     small_data: bool, seed: int = 0) -> dict:
+    """Median seconds per training step and per iteration's loss calls of each setting, in this process.
+
+    Every round steps each setting once on each of the same batches, in the order of ``names``, reversed
+    every other round, so that a drift of the machine's speed falls on all settings alike; the first round
+    is not timed. The loss calls are timed on the inputs each setting's head gave its losses for the first
+    batch before any step, settings taking turns in every repeat.
+
+    Returns:
+        dict with ``step`` (per setting: median seconds and every sample), ``round_ratios`` (per setting
+        other than :data:`TIME_REFERENCE`: the ratio of its summed step time to the reference's in each
+        round) and ``loss_calls`` (per setting: median seconds of ``loss_cls`` and ``loss_bbox`` per
+        iteration, and the number of calls).
+    """
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('compare_losses_overhead', log_level='WARNING')  # no per-parameter init report
+    trainers = {name: build_trainer(SETTINGS[name], seed, small_data) for name in names}
+    batches = demo_batches(next(iter(trainers.values())).cfg, num_batches, seed)
+
+    losses = {name: capture_loss_inputs(trainer, batches[0]) for name, trainer in trainers.items()}
+    call_samples = {name: {part: [] for part in calls} for name, calls in losses.items()}
+    for repeat in range(loss_repeats + 1):
+        for name in (names if repeat % 2 == 0 else names[::-1]):
+            head = trainers[name].model.bbox_head
+            for part, calls in losses[name].items():
+                seconds = time_loss_calls(getattr(head, part), calls)
+                if repeat:
+                    call_samples[name][part].append(seconds)
+
+    step_samples = {name: [] for name in names}
+    round_totals = []
+    for index in range(rounds + 1):
+        totals = {}
+        for name in (names if index % 2 == 0 else names[::-1]):
+            trainer = trainers[name]
+            seconds = []
+            for batch in batches:
+                start = time.perf_counter()
+                trainer.model.train_step(batch, trainer.optim_wrapper)
+                seconds.append(time.perf_counter() - start)
+            totals[name] = sum(seconds)
+            if index:
+                step_samples[name] += seconds
+        if index:
+            round_totals.append(totals)
+
+    reference = TIME_REFERENCE if TIME_REFERENCE in names else None
+    return dict(
+        step={name: dict(median=statistics.median(samples), samples=samples)
+              for name, samples in step_samples.items()},
+        round_ratios={name: [totals[name] / totals[reference] for totals in round_totals]
+                      for name in names if reference and name != reference},
+        loss_calls={name: {part: dict(median=statistics.median(samples), calls=len(losses[name][part]))
+                           for part, samples in parts.items()}
+                    for name, parts in call_samples.items()})
+
+
+def overhead_table(result: dict, names: Sequence[str]) -> str:
+    """The ``--overhead`` table: per setting, ms per step and its ratio to :data:`TIME_REFERENCE`'s (with
+    the range of the per-round ratios), and ms per iteration of each loss's calls."""
+    step, calls = result['step'], result['loss_calls']
+    reference = step.get(TIME_REFERENCE)
+    header = ('setting', 'ms / step', 'step / focal', 'per-round range', 'loss_cls ms', 'loss_bbox ms')
+    lines = ['| ' + ' | '.join(header) + ' |', '|---|' + '---:|' * (len(header) - 1)]
+    for name in names:
+        median = step[name]['median']
+        ratio = '' if reference is None else f'{median / reference["median"]:.3f}'
+        rounds = result['round_ratios'].get(name)
+        spread = f'{min(rounds):.3f} to {max(rounds):.3f}' if rounds else ''
+        parts = [f'{calls[name][part]["median"] * 1e3:.2f} ({calls[name][part]["calls"]} calls)'
+                 for part in ('loss_cls', 'loss_bbox')]
+        lines.append(f'| `{name}` | {median * 1e3:.1f} | {ratio} | {spread} | ' + ' | '.join(parts) + ' |')
+    return '\n'.join(lines)
+
+
+def write_overhead(out_dir: Path, result: dict, args: argparse.Namespace, command: Sequence[str]) -> None:
+    """Write ``overhead.md`` and ``overhead.json`` into ``out_dir``."""
+    machine = machine_description()
+    date = datetime.now().strftime('%Y-%m-%d')
+    table = overhead_table(result, args.settings)
+    data = 'the small set of `--quick`' if args.quick else 'the demo set'
+    report = (
+        f'# Training-step time on the demo data\n\n'
+        f'`configs/retinanet_ghm_demo.py` on {data}: median ms of one `train_step` (preprocessing, forward, '
+        f'backward, clipping, SGD step) over {args.rounds} rounds x {args.batches} batches, every setting '
+        f'in this one process, built from seed {args.seeds[0]} and stepped in turn on the same batches '
+        f'(order reversed every round); per-round range: the lowest and highest ratio of one round\'s summed '
+        f'step time to `{TIME_REFERENCE}`\'s. Loss columns: median ms of one iteration\'s calls of that '
+        f'loss (forward + backward) on the inputs the head gave it for the first batch, over {args.loss_repeats} repeats.\n'
+        f'Machine: {machine}; {date}.\n\n{table}\n')
+    (out_dir / 'overhead.md').write_text(report)
+    summary = dict(date=date, machine=machine, rounds=args.rounds, batches=args.batches,
+                   loss_repeats=args.loss_repeats, settings=list(args.settings), command=list(command),
+                   **result)
+    (out_dir / 'overhead.json').write_text(json.dumps(summary, indent=1) + '\n')
+    print(f'\n{table}\n\ncompare_losses: wrote {out_dir / "overhead.md"}, {out_dir / "overhead.json"}',
+          flush=True)
 
 
 if __name__ == '__main__':
