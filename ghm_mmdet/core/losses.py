@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checks import (GHMArgumentError, GHMArgumentTypeError, check_bins, check_floating, check_labels_in_range, check_momentum,
-                     check_positive, check_reduction, check_same_shape)
+from .checks import (GHMArgumentError, GHMArgumentTypeError, check_bins, check_floating, check_labels_in_range,
+                     check_momentum, check_positive, check_reduction, check_same_shape)
 from .density import (GHMC_LAST_EDGE, GHMR_LAST_EDGE, bin_counts, bin_indices, edge_values,
                       fused_bin_counts, fused_weights, gather_weights, unit_region_edges, weight_table)
 from .gradient_norm import asl1_gradient_norm, asl1_loss, sigmoid_gradient_norm
@@ -331,7 +331,18 @@ def ghm_c_softmax(logits: Tensor, labels: Tensor, valid: Optional[Tensor], acc_s
 def ghm_r(pred: Tensor, target: Tensor, weight: Optional[Tensor], acc_sum: Tensor, *, mu: float,
           bins: int, momentum: float, reduction: str, floor: Optional[Tensor] = None,
           all_reduce: Optional[AllReduce] = None, edges: Optional[Tensor] = None) -> GHMResult:
-    """:func:`ghm_r_loss` for checked arguments (module options and statistics as :func:`ghm_c`)."""
+    """:func:`ghm_r_loss` for checked arguments (module options and statistics as :func:`ghm_c`).
+
+    Eager on the CPU with weights and a summed loss, only the entries with ``weight > 0`` are computed
+    (RetinaNet weights about 1% of its anchors' deltas): an entry with weight 0 is not counted, adds
+    exactly 0 to the loss and gets a zero gradient, so the density, beta and every gradient are those of
+    the full computation. Elsewhere the computation stays dense: selecting the entries needs ``nonzero``,
+    whose output size would sync an accelerator with the host, and a traced graph wants static shapes.
+    """
+    if (weight is not None and reduction != 'none' and pred.device.type == 'cpu'
+            and not torch.compiler.is_compiling()):
+        return _ghm_r_selected(pred, target, weight, acc_sum, mu=mu, bins=bins, momentum=momentum,
+                               reduction=reduction, floor=floor, all_reduce=all_reduce, edges=edges)
     diff = pred.float() - target.float()
     if weight is None:
         valid = None
@@ -342,4 +353,18 @@ def ghm_r(pred: Tensor, target: Tensor, weight: Optional[Tensor], acc_sum: Tenso
     harmonizer = _harmonizer(total, num_valid, acc_sum, momentum, floor, all_reduce)
     weights, density = _weights(asl1_gradient_norm(diff, mu), valid, bins, GHMR_LAST_EDGE, harmonizer,
                                 edges)
+    return GHMResult(_reduce(asl1_loss(diff, mu) * weights, reduction, density.total), density, None)
+
+
+def _ghm_r_selected(pred: Tensor, target: Tensor, weight: Tensor, acc_sum: Tensor, *, mu: float, bins: int,
+                    momentum: float, reduction: str, floor: Optional[Tensor], all_reduce: Optional[AllReduce],
+                    edges: Optional[Tensor]) -> GHMResult:
+    """:func:`ghm_r` on the entries with ``weight > 0`` only (CPU, eager, ``'sum'`` or ``'mean'``)."""
+    selected = (weight.reshape(-1) > 0).nonzero().squeeze(1)
+    diff = (pred.reshape(-1).index_select(0, selected).float()
+            - target.reshape(-1).index_select(0, selected).float())
+    total = weight.sum(dtype=torch.float64)
+    num_valid = torch.full((), selected.numel(), dtype=torch.float64)
+    harmonizer = _harmonizer(total, num_valid, acc_sum, momentum, floor, all_reduce)
+    weights, density = _weights(asl1_gradient_norm(diff, mu), None, bins, GHMR_LAST_EDGE, harmonizer, edges)
     return GHMResult(_reduce(asl1_loss(diff, mu) * weights, reduction, density.total), density, None)

@@ -66,6 +66,32 @@ def test_ghm_r_loss_equals_mmdet_call_after_call(bins, momentum):
             assert torch.allclose(acc_sum, reference.acc_sum, rtol=1e-6)
 
 
+
+@pytest.mark.parametrize('weight_kind', ['sparse', 'all', 'none_valid', 'fractional'])
+def test_ghm_r_on_the_weighted_entries_only_equals_the_dense_computation(weight_kind):
+    # Eager on the CPU, a summed GHM-R computes only the entries with weight > 0; reduction='none' keeps the
+    # dense computation. The two must agree: the same state, the same loss, and bit-identical gradients
+    # (an entry of weight 0 gets exactly 0 in both).
+    gen = torch.Generator().manual_seed(3)
+    pred, target = torch.randn(400, 4, generator=gen) * 0.1, torch.randn(400, 4, generator=gen) * 0.1
+    weight = {'sparse': (torch.rand(400, 4, generator=gen) > 0.97).float(),
+              'all': torch.ones(400, 4),
+              'none_valid': torch.zeros(400, 4),
+              'fractional': torch.rand(400, 4, generator=gen).mul(2).floor() * 0.5}[weight_kind]
+    state = torch.rand(10, generator=gen) * 50
+    x_sum, x_none = pred.clone().requires_grad_(), pred.clone().requires_grad_()
+    loss_sum, acc_sum = ghm_r_loss(x_sum, target, weight, state, momentum=0.7, reduction='sum')
+    per_entry, acc_none = ghm_r_loss(x_none, target, weight, state, momentum=0.7, reduction='none')
+    loss_sum.backward()
+    per_entry.sum().backward()
+    assert torch.equal(acc_sum, acc_none)
+    assert loss_sum.item() == pytest.approx(per_entry.sum().item(), rel=1e-6, abs=1e-12)
+    assert torch.equal(x_sum.grad, x_none.grad)
+    assert torch.equal(x_sum.grad[weight == 0], torch.zeros(int((weight == 0).sum())))
+    mean, _ = ghm_r_loss(pred, target, weight, state, momentum=0.7)
+    assert mean.item() == pytest.approx(loss_sum.item() / max(weight.sum().item(), 1.0), rel=1e-6, abs=1e-12)
+
+
 def test_state_is_returned_never_modified():
     logits, labels, valid = cls_problem(0)
     state = torch.tensor([5.0] * 10)
