@@ -1,29 +1,35 @@
-"""Eager GHM-C from integer class labels without materialising the one-hot target.
+"""Eager GHM-C from integer class labels, in row chunks, without materialising the one-hot target.
 
 RetinaNet-style heads pass ``(N,)`` labels for ``(N, C)`` logits, about 1% of them positive. With binary
 targets ``t``, the gradient norm is ``g = p`` except at the one positive class of each anchor, where it is
 ``1 - p``; the BCE is ``softplus(x)`` except there, where it is ``softplus(-x)``. Both are handled by
-``O(N)`` gathers at ``(i, label_i)``, so the ``O(N * C)`` work is a few passes over memory. Large
-temporaries are reused once dead (allocating, i.e. page-faulting, a fresh ``N * C`` buffer costs several
-times a pass over one), and only the weights are saved for the backward: the peak extra memory is about
-twice the logits.
+``O(rows)`` gathers at ``(i, label_i)``.
+
+The ``(N, C)`` work runs over chunks of about :data:`CHUNK_ENTRIES` entries, so every float temporary is
+chunk-sized and stays in cache; the only full-size tensors are the region index of each entry (one byte
+per entry for up to 255 regions), kept for the backward instead of the weights, and the gradient. The peak
+extra memory of a forward and backward is therefore about 1.25x the float32 logits plus a few chunks,
+whatever ``N``. The chunk boundaries come from the shapes alone, so nothing syncs with an accelerator.
 
 The loss value is ``softplus`` of the logit, which is more accurate than
 ``binary_cross_entropy_with_logits`` for very confident logits (at ``|x| ~ 12`` the latter is off by about
 1.4e-5 relative, because it adds ``log1p(exp(-|x|))`` to ``max(x, 0) - x * t`` in float32).
 """
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .density import bin_counts, bin_indices, gather_weights, weight_table
+from .density import bin_counts, bin_indices, weight_table
 from .harmonize import Density
 
 #: Gradient norms below this are "easy" examples, above 1 minus it "outliers" (Sec. 3.1 of the paper).
 EASY_BELOW = 0.1
 OUTLIER_ABOVE = 0.9
+#: Entries per chunk of the ``(N, C)`` passes (4 MiB of float32): small enough to stay in a CPU's cache,
+#: large enough that the few kernel launches per chunk do not matter.
+CHUNK_ENTRIES = 2**20
 
 
 def label_entries(labels: Tensor, num_classes: int) -> Tuple[Tensor, Tensor]:
@@ -50,6 +56,21 @@ def label_gradient_norm(logits: Tensor, flat_index: Tensor, positive: Tensor,
     return gradient_norm
 
 
+def row_chunks(num_rows: int, num_classes: int) -> List[slice]:
+    """Row slices of about :data:`CHUNK_ENTRIES` entries each, covering ``range(num_rows)``."""
+    rows = max(1, CHUNK_ENTRIES // max(num_classes, 1))
+    return [slice(start, min(start + rows, num_rows)) for start in range(0, num_rows, rows)]
+
+
+def _label_bce(logits: Tensor, flat_index: Tensor, positive: Tensor) -> Tensor:
+    """``(n, C)`` float32 ``BCE(x, onehot)``: ``softplus(x)``, and ``softplus(-x)`` at the label."""
+    x = logits.float()
+    loss = F.softplus(x).contiguous()
+    flat = loss.view(-1)
+    flat[flat_index] = torch.where(positive, F.softplus(-x.reshape(-1)[flat_index]), flat[flat_index])
+    return loss
+
+
 def harmonized_label_bce(logits: Tensor, labels: Tensor, valid_rows: Optional[Tensor], edges: Tensor,
                          harmonize: Callable[[Tensor], Density], record_shares: bool = False
                          ) -> Tuple[Tensor, Density, Optional[Tensor]]:
@@ -62,62 +83,76 @@ def harmonized_label_bce(logits: Tensor, labels: Tensor, valid_rows: Optional[Te
         edges: ``(bins + 1,)`` float32 edges.
         harmonize: maps the ``(bins,)`` counts to a :class:`Density`.
         record_shares: also return the sums of ``beta * BCE`` over all entries, over ``g < 0.1`` and over
-            ``g > 0.9`` (three more passes, for statistics).
+            ``g > 0.9`` (for statistics).
 
     Returns:
         ``(loss_sum, density, shares)``: float32 scalar whose gradient is ``beta * (sigmoid(x) - t)``,
         the density, and ``None`` or the ``(3,)`` float64 shares.
     """
-    flat_index, positive = label_entries(labels, logits.shape[-1])
-    gradient_norm = label_gradient_norm(logits, flat_index, positive, valid_rows)
-    index = bin_indices(gradient_norm, edges)
-    masks = (gradient_norm < EASY_BELOW, gradient_norm > OUTLIER_ABOVE) if record_shares else None
-    density = harmonize(bin_counts(index, edges.numel() - 1))
-    weights = gather_weights(weight_table(density.beta), index, out=gradient_norm)  # norms are dead
-    with torch.no_grad():
-        sums = _weighted_label_bce_sums(logits, flat_index, positive, weights, index, masks)
-    loss = _WeightedLabelBCE.apply(logits, sums[0], flat_index, positive, weights)
-    return loss, density, (torch.stack(sums).double() if record_shares else None)
+    num_rows, num_classes = logits.shape
+    bins = edges.numel() - 1
+    x = logits.detach()
+    chunks = row_chunks(num_rows, num_classes)
+    # The region of every entry, ``bins`` for entries not counted: one byte each for up to 255 regions.
+    region_dtype = torch.uint8 if bins < 256 else torch.int32
+    regions = torch.empty(x.shape, dtype=region_dtype, device=x.device)
+    counts = torch.zeros(bins, dtype=torch.float64, device=x.device)
+    for rows in chunks:
+        flat_index, positive = label_entries(labels[rows], num_classes)
+        valid = None if valid_rows is None else valid_rows[rows]
+        index = bin_indices(label_gradient_norm(x[rows], flat_index, positive, valid), edges)
+        counts += bin_counts(index, bins)
+        regions[rows] = index
+    density = harmonize(counts)
+    table = weight_table(density.beta)
+
+    sums = torch.zeros(3 if record_shares else 1, dtype=torch.float64, device=x.device)
+    for rows in chunks:
+        flat_index, positive = label_entries(labels[rows], num_classes)
+        weighted = _label_bce(x[rows], flat_index, positive).mul_(_chunk_weights(table, regions[rows]))
+        chunk_sums = [weighted.sum()]
+        if record_shares:
+            gradient_norm = label_gradient_norm(x[rows], flat_index, positive, None)
+            chunk_sums += [torch.where(gradient_norm < EASY_BELOW, weighted, 0.0).sum(),
+                           torch.where(gradient_norm > OUTLIER_ABOVE, weighted, 0.0).sum()]
+        sums += torch.stack(chunk_sums)  # float32 within a chunk, float64 across chunks
+    loss = _WeightedLabelBCE.apply(logits, sums[0].float(), labels, regions, table)
+    return loss, density, (sums if record_shares else None)
 
 
-def _weighted_label_bce_sums(logits: Tensor, flat_index: Tensor, positive: Tensor, weights: Tensor,
-                             scratch: Tensor, masks=None):
-    """``sum(weights * BCE)`` (and its sums over ``masks``); the per-entry loss goes into the dead int32
-    ``scratch`` (the region indices), so there is no fresh ``N * C`` allocation."""
-    x = logits.detach().float()
-    loss = scratch.view(torch.float32).view(x.shape)
-    torch.ops.aten.softplus.out(x, 1, 20, out=loss)
-    flat = loss.view(-1)
-    flat[flat_index] = torch.where(positive, F.softplus(-x.reshape(-1)[flat_index]), flat[flat_index])
-    loss.mul_(weights)
-    sums = [loss.sum()]
-    if masks is not None:
-        sums += [torch.where(mask, loss, 0.0).sum() for mask in masks]
-    return sums
+def _chunk_weights(table: Tensor, regions: Tensor) -> Tensor:
+    """``table[regions]``: float32 beta of each entry of a chunk, of the chunk's shape."""
+    return table.index_select(0, regions.reshape(-1).int()).view(regions.shape)
 
 
 class _WeightedLabelBCE(torch.autograd.Function):
-    """Attaches the gradient ``weights * (sigmoid(x) - onehot(labels))`` to a precomputed loss sum.
+    """Attaches the gradient ``beta[region] * (sigmoid(x) - onehot(labels))`` to a precomputed loss sum.
 
-    Saves only the weights besides its inputs, and writes into no input. Its backward is itself
-    differentiable (``create_graph=True``), with out-of-place ops in that case.
+    Saves the inputs, the one-byte region index and the ``(bins + 1,)`` weight table; writes into no
+    input. Its backward is itself differentiable (``create_graph=True``), out of place in that case.
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, loss_sum: Tensor, flat_index: Tensor, positive: Tensor,
-                weights: Tensor) -> Tensor:
-        ctx.save_for_backward(logits, flat_index, positive, weights)
+    def forward(ctx, logits: Tensor, loss_sum: Tensor, labels: Tensor, regions: Tensor,
+                table: Tensor) -> Tensor:
+        ctx.save_for_backward(logits, labels, regions, table)
         return loss_sum.clone()
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        logits, flat_index, positive, weights = ctx.saved_tensors
-        probs = torch.sigmoid(logits.float()).contiguous()
+        logits, labels, regions, table = ctx.saved_tensors
+        num_classes = logits.shape[-1]
         if torch.is_grad_enabled():  # double backward: keep every op differentiable and out of place
-            grad = probs.view(-1).index_add(0, flat_index, -positive.to(probs.dtype)).view(probs.shape)
-            grad = grad * weights * grad_output
-        else:
+            one_hot = labels.unsqueeze(-1) == torch.arange(num_classes, device=labels.device)
+            grad = (torch.sigmoid(logits.float()) - one_hot.float()) * _chunk_weights(table, regions)
+            return (grad * grad_output).to(logits.dtype), None, None, None, None
+        grad = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
+        x = logits.detach()
+        for rows in row_chunks(logits.shape[0], num_classes):
+            flat_index, positive = label_entries(labels[rows], num_classes)
+            probs = torch.sigmoid(x[rows].float()).contiguous()
             flat = probs.view(-1)
             flat[flat_index] = flat[flat_index] - positive.float()
-            grad = probs.mul_(weights).mul_(grad_output)
+            torch.mul(probs, _chunk_weights(table, regions[rows]), out=grad[rows])
+            grad[rows].mul_(grad_output)  # while the chunk is in cache
         return grad.to(logits.dtype), None, None, None, None

@@ -133,3 +133,48 @@ def test_half_input_gives_half_gradient_and_float32_loss():
     loss, _ = ghm_c_loss(logits, torch.tensor([0, 1, 2, 3] * 2 + [0, 0]), bins=10)
     loss.backward()
     assert loss.dtype == torch.float32 and logits.grad.dtype == torch.float16
+
+
+@pytest.mark.parametrize('record_shares', [False, True])
+def test_chunked_passes_equal_one_chunk(monkeypatch, record_shares):
+    """Large inputs run in row chunks; with chunks of 4 rows (and a last one of 1) nothing changes: the
+    same counts and state, and the gradients, shares and loss up to the last bits (vectorised and scalar
+    sigmoid differ by an ulp, and which entries fall in a chunk's scalar tail depends on the chunking)."""
+    from ghm_mmdet.core import losses, label_bce
+    logits, labels, valid = problem(num=301, seed=5)
+    results = {}
+    for chunk_entries in (label_bce.CHUNK_ENTRIES, 4 * 7):
+        monkeypatch.setattr(label_bce, 'CHUNK_ENTRIES', chunk_entries)
+        assert len(label_bce.row_chunks(301, 7)) == (1 if chunk_entries > 4 * 7 else 76)
+        x = logits.clone().requires_grad_()
+        result = losses.ghm_c(x, labels, valid, True, torch.full((30,), 50.0), bins=30, momentum=0.75,
+                              reduction='sum', record_shares=record_shares)
+        result.loss.backward()
+        results[chunk_entries] = result, x.grad
+    (whole, whole_grad), (chunked, chunked_grad) = results.values()
+    assert torch.equal(whole.density.counts, chunked.density.counts)
+    assert torch.equal(whole.density.acc_sum, chunked.density.acc_sum)
+    assert torch.allclose(whole_grad, chunked_grad, rtol=1e-6, atol=1e-7)
+    assert chunked.loss.item() == pytest.approx(whole.loss.item(), rel=1e-6)
+    if record_shares:
+        assert torch.allclose(whole.shares, chunked.shares, rtol=1e-6)
+        assert 0 < chunked.shares[1] < chunked.shares[0] and 0 < chunked.shares[2] < chunked.shares[0]
+
+
+def test_backward_keeps_one_byte_per_entry_not_the_weights():
+    """What the backward keeps besides the caller's tensors: the region of each entry in one byte (for up to
+    255 regions) and the (bins + 1,) table, not a float32 weight per entry."""
+    logits, labels, valid = problem()
+    x = logits.clone().requires_grad_()
+    loss, _ = ghm_c_loss(x, labels, valid, bins=30)
+    nodes, node = [loss.grad_fn], None
+    while nodes:  # the graph's node of the custom autograd Function
+        node = nodes.pop()
+        if type(node).__name__ == '_WeightedLabelBCEBackward':
+            break
+        nodes += [next_node for next_node, _ in node.next_functions if next_node is not None]
+    assert type(node).__name__ == '_WeightedLabelBCEBackward'
+    saved = node.saved_tensors
+    full_size = [t for t in saved if t.shape == logits.shape and t.data_ptr() != x.data_ptr()]
+    assert [t.dtype for t in full_size] == [torch.uint8]
+    assert sorted(t.numel() for t in saved if t.dtype == torch.float32 and t.data_ptr() != x.data_ptr()) == [31]
