@@ -111,11 +111,13 @@ def bin_counts(index: Tensor, bins: int) -> Tensor:
 
 def fused_bin_counts(gradient_norm: Tensor, valid: Optional[Tensor], edges: Sequence[float]) -> Tensor:
     """:func:`bin_counts` of :func:`bin_indices` in one pass: ``R_k = C_k - C_(k+1)``, where
-    ``C_k = #{valid, g >= e_k}``.
+    ``C_k = #{g >= e_k}``.
 
     The ``bins + 1`` comparisons are unrolled while tracing; under ``torch.compile`` they become one fused
-    reduction over ``gradient_norm`` instead of a ``bucketize`` and a ``bincount`` kernel. NaN fails every
-    comparison, so it is never counted, as in :func:`bin_indices`.
+    reduction over ``gradient_norm`` instead of a ``bucketize`` and a ``bincount`` kernel. Entries that are
+    not counted never change a difference: invalid ones are compared as ``+inf`` and, like any
+    ``g >= e_bins``, are in every ``C_k``; NaN fails every comparison. (Masking the norm once costs one
+    select per entry; masking each of the ``bins + 1`` comparisons cost a quarter of the counting time.)
 
     Args:
         gradient_norm: ``(...)`` float32 gradient norms.
@@ -125,14 +127,10 @@ def fused_bin_counts(gradient_norm: Tensor, valid: Optional[Tensor], edges: Sequ
     Returns:
         ``(bins,)`` float64 counts.
     """
-    counted = gradient_norm >= edges[0]
-    if valid is not None:
-        counted = counted & valid
+    gradient_norm = _mask_invalid(gradient_norm, valid)
     # int32 accumulators vectorise twice as wide as int64 ones (measured: half the time at RetinaNet scale).
     dtype = torch.int32 if gradient_norm.numel() < 2**31 else torch.int64
-    at_least = [counted.sum(dtype=dtype)]
-    at_least += [(counted & (gradient_norm >= edge)).sum(dtype=dtype) for edge in edges[1:]]
-    at_least = torch.stack(at_least).double()
+    at_least = torch.stack([(gradient_norm >= edge).sum(dtype=dtype) for edge in edges]).double()
     return at_least[:-1] - at_least[1:]
 
 
@@ -149,13 +147,17 @@ def fused_weights(gradient_norm: Tensor, valid: Optional[Tensor], beta: Tensor,
     Returns:
         ``(...)`` float32 ``beta`` of each entry's region, 0 for entries not counted.
     """
+    gradient_norm = _mask_invalid(gradient_norm, valid)
     weights = beta[0]
     for k in range(1, len(edges) - 1):
         weights = torch.where(gradient_norm >= edges[k], beta[k], weights)
     counted = (gradient_norm >= edges[0]) & (gradient_norm < edges[-1])
-    if valid is not None:
-        counted = counted & valid
     return torch.where(counted, weights, 0.0)
+
+
+def _mask_invalid(gradient_norm: Tensor, valid: Optional[Tensor]) -> Tensor:
+    """``gradient_norm`` with ``+inf`` where ``valid`` is False: above every edge, so never counted."""
+    return gradient_norm if valid is None else torch.where(valid, gradient_norm, float('inf'))
 
 
 def ema_density(counts: Tensor, acc_sum: Tensor, momentum: float) -> Tensor:
