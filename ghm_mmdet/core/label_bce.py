@@ -7,7 +7,8 @@ targets ``t``, the gradient norm is ``g = p`` except at the one positive class o
 
 The ``(N, C)`` work runs over chunks of about :data:`CHUNK_ENTRIES` entries, so every float temporary is
 chunk-sized and stays in cache; the only full-size tensors are the region index of each entry (one byte
-per entry for up to 255 regions), kept for the backward instead of the weights, and the gradient. The peak
+per entry for up to 255 regions, when there is more than one chunk), kept for the backward instead of the
+weights, and the gradient. The peak
 extra memory of a forward and backward is therefore about 1.25x the float32 logits plus a few chunks,
 whatever ``N``. The chunk boundaries come from the shapes alone, so nothing syncs with an accelerator.
 
@@ -93,8 +94,10 @@ def harmonized_label_bce(logits: Tensor, labels: Tensor, valid_rows: Optional[Te
     bins = edges.numel() - 1
     x = logits.detach()
     chunks = row_chunks(num_rows, num_classes)
-    # The region of every entry, ``bins`` for entries not counted: one byte each for up to 255 regions.
-    region_dtype = torch.uint8 if bins < 256 else torch.int32
+    # The region of every entry, ``bins`` for entries not counted: one byte each for up to 255 regions when
+    # the input spans several chunks; within one chunk (4 MiB at most) int32, which needs no conversion
+    # before each gather.
+    region_dtype = torch.uint8 if bins < 256 and len(chunks) > 1 else torch.int32
     regions = torch.empty(x.shape, dtype=region_dtype, device=x.device)
     counts = torch.zeros(bins, dtype=torch.float64, device=x.device)
     for rows in chunks:
@@ -122,7 +125,7 @@ def harmonized_label_bce(logits: Tensor, labels: Tensor, valid_rows: Optional[Te
 
 def _chunk_weights(table: Tensor, regions: Tensor) -> Tensor:
     """``table[regions]``: float32 beta of each entry of a chunk, of the chunk's shape."""
-    return table.index_select(0, regions.reshape(-1).int()).view(regions.shape)
+    return table.index_select(0, regions.reshape(-1).int()).view(regions.shape)  # .int(): no copy if int32
 
 
 class _WeightedLabelBCE(torch.autograd.Function):

@@ -161,9 +161,12 @@ def test_chunked_passes_equal_one_chunk(monkeypatch, record_shares):
         assert 0 < chunked.shares[1] < chunked.shares[0] and 0 < chunked.shares[2] < chunked.shares[0]
 
 
-def test_backward_keeps_one_byte_per_entry_not_the_weights():
-    """What the backward keeps besides the caller's tensors: the region of each entry in one byte (for up to
-    255 regions) and the (bins + 1,) table, not a float32 weight per entry."""
+def test_backward_keeps_one_byte_per_entry_not_the_weights(monkeypatch):
+    """What the backward keeps besides the caller's tensors, for an input of several chunks: the region of
+    each entry in one byte (for up to 255 regions) and the (bins + 1,) table, not a float32 weight per
+    entry."""
+    from ghm_mmdet.core import label_bce
+    monkeypatch.setattr(label_bce, 'CHUNK_ENTRIES', 70)
     logits, labels, valid = problem()
     x = logits.clone().requires_grad_()
     loss, _ = ghm_c_loss(x, labels, valid, bins=30)
