@@ -783,16 +783,17 @@ def measure_overhead(names: Sequence[str], rounds: int, num_batches: int, loss_r
 
 
 def overhead_table(result: dict, names: Sequence[str]) -> str:
-    """The ``--overhead`` table: per setting, ms per step and its ratio to :data:`TIME_REFERENCE`'s (with
-    the range of the per-round ratios), and ms per iteration of each loss's calls."""
+    """The ``--overhead`` table: per setting, the median ms per step; the median over rounds of the ratio
+    of its summed step time to :data:`TIME_REFERENCE`'s in the same round (paired, so a change of the
+    machine's speed between rounds cancels), with the range of those ratios; and ms per iteration of each
+    loss's calls."""
     step, calls = result['step'], result['loss_calls']
-    reference = step.get(TIME_REFERENCE)
     header = ('setting', 'ms / step', 'step / focal', 'per-round range', 'loss_cls ms', 'loss_bbox ms')
     lines = ['| ' + ' | '.join(header) + ' |', '|---|' + '---:|' * (len(header) - 1)]
     for name in names:
         median = step[name]['median']
-        ratio = '' if reference is None else f'{median / reference["median"]:.3f}'
         rounds = result['round_ratios'].get(name)
+        ratio = '1.000' if name == TIME_REFERENCE else (f'{statistics.median(rounds):.3f}' if rounds else '')
         spread = f'{min(rounds):.3f} to {max(rounds):.3f}' if rounds else ''
         parts = [f'{calls[name][part]["median"] * 1e3:.2f} ({calls[name][part]["calls"]} calls)'
                  for part in ('loss_cls', 'loss_bbox')]
@@ -811,8 +812,8 @@ def write_overhead(out_dir: Path, result: dict, args: argparse.Namespace, comman
         f'`configs/retinanet_ghm_demo.py` on {data}: median ms of one `train_step` (preprocessing, forward, '
         f'backward, clipping, SGD step) over {args.rounds} rounds x {args.batches} batches, every setting '
         f'in this one process, built from seed {args.seeds[0]} and stepped in turn on the same batches '
-        f'(order reversed every round); per-round range: the lowest and highest ratio of one round\'s summed '
-        f'step time to `{TIME_REFERENCE}`\'s. Loss columns: median ms of one iteration\'s calls of that '
+        f'(order reversed every round); step / focal: the median over rounds of the ratio of one round\'s '
+        f'summed step time to `{TIME_REFERENCE}`\'s in the same round, and their range. Loss columns: median ms of one iteration\'s calls of that '
         f'loss (forward + backward) on the inputs the head gave it for the first batch, over {args.loss_repeats} repeats.\n'
         f'Machine: {machine}; {date}.\n\n{table}\n')
     (out_dir / 'overhead.md').write_text(report)
