@@ -95,17 +95,21 @@ def harmonized_label_bce(logits: Tensor, labels: Tensor, valid_rows: Optional[Te
     x = logits.detach()
     chunks = row_chunks(num_rows, num_classes)
     # The region of every entry, ``bins`` for entries not counted: one byte each for up to 255 regions when
-    # the input spans several chunks; within one chunk (4 MiB at most) int32, which needs no conversion
-    # before each gather.
-    region_dtype = torch.uint8 if bins < 256 and len(chunks) > 1 else torch.int32
-    regions = torch.empty(x.shape, dtype=region_dtype, device=x.device)
+    # the input spans several chunks; within one chunk (4 MiB at most) bin_indices' int32 itself, which
+    # needs no copy and no conversion before each gather.
+    several = len(chunks) > 1
+    regions = torch.empty(x.shape, dtype=torch.uint8 if several and bins < 256 else torch.int32,
+                          device=x.device)
     counts = torch.zeros(bins, dtype=torch.float64, device=x.device)
     for rows in chunks:
         flat_index, positive = label_entries(labels[rows], num_classes)
         valid = None if valid_rows is None else valid_rows[rows]
         index = bin_indices(label_gradient_norm(x[rows], flat_index, positive, valid), edges)
         counts += bin_counts(index, bins)
-        regions[rows] = index
+        if several:
+            regions[rows] = index
+        else:
+            regions = index
     density = harmonize(counts)
     table = weight_table(density.beta)
 
@@ -131,8 +135,8 @@ def _chunk_weights(table: Tensor, regions: Tensor) -> Tensor:
 class _WeightedLabelBCE(torch.autograd.Function):
     """Attaches the gradient ``beta[region] * (sigmoid(x) - onehot(labels))`` to a precomputed loss sum.
 
-    Saves the inputs, the one-byte region index and the ``(bins + 1,)`` weight table; writes into no
-    input. Its backward is itself differentiable (``create_graph=True``), out of place in that case.
+    Saves the inputs, the region index (one byte per entry for inputs of several chunks) and the
+    ``(bins + 1,)`` weight table; writes into no input. Its backward is itself differentiable (``create_graph=True``), out of place in that case.
     """
 
     @staticmethod
