@@ -8,9 +8,9 @@ targets ``t``, the gradient norm is ``g = p`` except at the one positive class o
 The ``(N, C)`` work runs over chunks of about :data:`CHUNK_ENTRIES` entries, so every float temporary is
 chunk-sized and stays in cache; the only full-size tensors are the region index of each entry (one byte
 per entry for up to 255 regions, when there is more than one chunk), kept for the backward instead of the
-weights, and the gradient. The peak
-extra memory of a forward and backward is therefore about 1.25x the float32 logits plus a few chunks,
-whatever ``N``. The chunk boundaries come from the shapes alone, so nothing syncs with an accelerator.
+weights, and the gradient. The peak extra memory of a forward and backward is therefore about 1.25x the
+float32 logits plus a few chunks, whatever ``N``. The chunk boundaries come from the shapes alone, so
+nothing syncs with an accelerator.
 
 The loss value is ``softplus`` of the logit, which is more accurate than
 ``binary_cross_entropy_with_logits`` for very confident logits (at ``|x| ~ 12`` the latter is off by about
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .density import bin_counts, bin_indices, weight_table
+from .density import bin_counts, bin_indices, gather_weights, weight_table
 from .harmonize import Density
 
 #: Gradient norms below this are "easy" examples, above 1 minus it "outliers" (Sec. 3.1 of the paper).
@@ -99,7 +99,7 @@ def harmonized_label_bce(logits: Tensor, labels: Tensor, valid_rows: Optional[Te
     # needs no copy and no conversion before each gather.
     several = len(chunks) > 1
     regions = torch.empty(x.shape, dtype=torch.uint8 if several and bins < 256 else torch.int32,
-                          device=x.device)
+                          device=x.device) if several or not chunks else None
     counts = torch.zeros(bins, dtype=torch.float64, device=x.device)
     for rows in chunks:
         flat_index, positive = label_entries(labels[rows], num_classes)
@@ -116,7 +116,7 @@ def harmonized_label_bce(logits: Tensor, labels: Tensor, valid_rows: Optional[Te
     sums = torch.zeros(3 if record_shares else 1, dtype=torch.float64, device=x.device)
     for rows in chunks:
         flat_index, positive = label_entries(labels[rows], num_classes)
-        weighted = _label_bce(x[rows], flat_index, positive).mul_(_chunk_weights(table, regions[rows]))
+        weighted = _label_bce(x[rows], flat_index, positive).mul_(gather_weights(table, regions[rows].int()))
         chunk_sums = [weighted.sum()]
         if record_shares:
             gradient_norm = label_gradient_norm(x[rows], flat_index, positive, None)
@@ -127,16 +127,13 @@ def harmonized_label_bce(logits: Tensor, labels: Tensor, valid_rows: Optional[Te
     return loss, density, (sums if record_shares else None)
 
 
-def _chunk_weights(table: Tensor, regions: Tensor) -> Tensor:
-    """``table[regions]``: float32 beta of each entry of a chunk, of the chunk's shape."""
-    return table.index_select(0, regions.reshape(-1).int()).view(regions.shape)  # .int(): no copy if int32
-
-
 class _WeightedLabelBCE(torch.autograd.Function):
     """Attaches the gradient ``beta[region] * (sigmoid(x) - onehot(labels))`` to a precomputed loss sum.
 
     Saves the inputs, the region index (one byte per entry for inputs of several chunks) and the
-    ``(bins + 1,)`` weight table; writes into no input. Its backward is itself differentiable (``create_graph=True``), out of place in that case.
+    ``(bins + 1,)`` weight table; writes into no input. Its backward is itself differentiable
+    (``create_graph=True``), out of place in that case. (``.int()`` on the regions copies only one-byte
+    regions, a chunk at a time.)
     """
 
     @staticmethod
@@ -151,7 +148,7 @@ class _WeightedLabelBCE(torch.autograd.Function):
         num_classes = logits.shape[-1]
         if torch.is_grad_enabled():  # double backward: keep every op differentiable and out of place
             one_hot = labels.unsqueeze(-1) == torch.arange(num_classes, device=labels.device)
-            grad = (torch.sigmoid(logits.float()) - one_hot.float()) * _chunk_weights(table, regions)
+            grad = (torch.sigmoid(logits.float()) - one_hot.float()) * gather_weights(table, regions.int())
             return (grad * grad_output).to(logits.dtype), None, None, None, None
         grad = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
         x = logits.detach()
@@ -160,6 +157,6 @@ class _WeightedLabelBCE(torch.autograd.Function):
             probs = torch.sigmoid(x[rows].float()).contiguous()
             flat = probs.view(-1)
             flat[flat_index] = flat[flat_index] - positive.float()
-            torch.mul(probs, _chunk_weights(table, regions[rows]), out=grad[rows])
+            torch.mul(probs, gather_weights(table, regions[rows].int()), out=grad[rows])
             grad[rows].mul_(grad_output)  # while the chunk is in cache
         return grad.to(logits.dtype), None, None, None, None
