@@ -94,9 +94,13 @@ def run_train(argv: Optional[Sequence[str]] = None) -> None:
         cfg = configure_training(load_config(args.config, args.cfg_options), args)
         inputs.config = cfg
         with cpu_process_group(args.launcher, cfg), weights_only_checkpoint_loaders():
-            runner = build_runner(cfg)
-            runner.train()
-            report_outputs(runner)
+            _train(cfg)  # the Runner lives in _train, so it is gone before the process group goes
+
+
+def _train(cfg: Config) -> None:
+    runner = build_runner(cfg)
+    runner.train()
+    report_outputs(runner)
 
 
 def report_outputs(runner) -> None:
@@ -124,8 +128,12 @@ def run_test(argv: Optional[Sequence[str]] = None) -> dict:
         cfg = configure_testing(load_config(args.config, args.cfg_options), args)
         inputs.config = cfg
         with cpu_process_group(args.launcher, cfg), weights_only_checkpoint_loaders():
-            runner = build_runner(cfg)
-            if args.out is not None:
-                from mmdet.evaluation import DumpDetResults
-                runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-            return runner.test()
+            return _test(cfg, args.out)  # the Runner lives in _test, so it is gone before the process group goes
+
+
+def _test(cfg: Config, out: Optional[str]) -> dict:
+    runner = build_runner(cfg)
+    if out is not None:
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
+    return runner.test()

@@ -8,6 +8,7 @@ CUDA, :func:`init_cpu_distributed` starts a gloo group before the Runner is buil
 """
 import contextlib
 import datetime
+import gc
 import os
 import subprocess
 from typing import Callable, Dict, Iterator, Mapping, Optional
@@ -142,10 +143,29 @@ def init_cpu_distributed(launcher: str, cfg: Config) -> bool:
 
 @contextlib.contextmanager
 def cpu_process_group(launcher: str, cfg: Config) -> Iterator[None]:
-    """:func:`init_cpu_distributed` for the block; the group it started is destroyed on the way out."""
-    owns_group = init_cpu_distributed(launcher, cfg)
+    """:func:`init_cpu_distributed` for the block; the group it started is destroyed on the way out.
+
+    After a block that succeeded, the group is taken down the clean way, on every rank: first the garbage
+    from the block is collected (a Runner's reference cycles keep its DDP wrapper, which holds the group, and
+    the group's gloo threads, alive), then all ranks meet at a barrier (no rank closes its connections while
+    another still sends through them), then the group is destroyed. Left to interpreter shutdown, a gloo
+    thread that touches a tensor needs the GIL and aborts the process ("terminate called without an active
+    exception") after a run that had succeeded. After a failure the group is destroyed without the barrier,
+    which the other ranks may never reach.
+
+    Write the block so that the Runner is gone when it ends: build and run it in a function called there.
+    """
+    if not init_cpu_distributed(launcher, cfg):
+        yield
+        return
     try:
         yield
-    finally:
-        if owns_group and torch_dist.is_initialized():
+    except BaseException:
+        if torch_dist.is_initialized():
             torch_dist.destroy_process_group()
+        raise
+    if not torch_dist.is_initialized():  # the block destroyed it itself
+        return
+    gc.collect()
+    torch_dist.barrier()
+    torch_dist.destroy_process_group()

@@ -1,4 +1,5 @@
 """ghm_mmdet.apis.dist: a gloo process group where mmengine 0.10.7 would call torch.cuda.set_device."""
+import gc
 import socket
 
 import pytest
@@ -115,4 +116,57 @@ def test_cpu_process_group_is_gone_after_the_block(one_process_torchrun_env):
     cfg = Config(dict())
     with cpu_process_group('pytorch', cfg):
         assert torch_dist.is_initialized()
+    assert not torch_dist.is_initialized()
+
+
+def live_ddp_wrappers() -> int:
+    return sum(isinstance(obj, MMDistributedDataParallel) for obj in gc.get_objects())
+
+
+@pytest.fixture
+def teardown_calls(monkeypatch):
+    """The barrier and destroy calls on the way out of the block, with the DDP wrappers alive at destroy."""
+    calls = []
+    barrier, destroy = torch_dist.barrier, torch_dist.destroy_process_group
+
+    def spy_barrier(*args, **kwargs):
+        calls.append('barrier')
+        return barrier(*args, **kwargs)
+
+    def spy_destroy(*args, **kwargs):
+        calls.append(f'destroy with {live_ddp_wrappers()} DDP wrappers alive')
+        return destroy(*args, **kwargs)
+
+    monkeypatch.setattr(torch_dist, 'barrier', spy_barrier)
+    monkeypatch.setattr(torch_dist, 'destroy_process_group', spy_destroy)
+    return calls
+
+
+def train_with_a_runner_like_cycle():
+    """What a Runner leaves behind: a DDP wrapper (holding the group) in a reference cycle."""
+    runner = dict(model=MMDistributedDataParallel(module=torch.nn.Linear(2, 1)))
+    runner['self'] = runner
+    runner['model'](torch.ones(1, 2)).sum().backward()
+
+
+@pytest.mark.filterwarnings('ignore:`broadcast_buffers` is deprecated:FutureWarning')
+def test_group_outlives_nothing_that_holds_it_and_ranks_meet_before_it_goes(one_process_torchrun_env,
+                                                                            teardown_calls):
+    # Left alive, the wrapper keeps the group's gloo threads running into interpreter shutdown, where a
+    # thread that needs the GIL aborts the process ("terminate called without an active exception").
+    gc.collect()
+    before = live_ddp_wrappers()
+    with cpu_process_group('pytorch', Config(dict())):
+        train_with_a_runner_like_cycle()
+        assert live_ddp_wrappers() == before + 1  # the cycle: freed only by the collector
+    assert teardown_calls == ['barrier', f'destroy with {before} DDP wrappers alive']
+    assert not torch_dist.is_initialized()
+
+
+def test_failed_block_destroys_the_group_without_waiting_for_the_other_ranks(one_process_torchrun_env,
+                                                                           teardown_calls):
+    with pytest.raises(KeyError, match='a bug in the block'):
+        with cpu_process_group('pytorch', Config(dict())):
+            raise KeyError('a bug in the block')
+    assert teardown_calls == ['destroy with 0 DDP wrappers alive']
     assert not torch_dist.is_initialized()
