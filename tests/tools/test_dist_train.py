@@ -46,7 +46,10 @@ def test_test_py_runner_is_gone_before_its_gloo_group(tools, reference_run, tmp_
         pytest.skip('with CUDA the Runner starts NCCL itself; this is the CPU path')
     from ghm_mmdet.apis.cli import run_test
     for key, value in dict(RANK='0', WORLD_SIZE='1', LOCAL_RANK='0', MASTER_ADDR='127.0.0.1',
-                           MASTER_PORT=str(free_port())).items():
+                           MASTER_PORT=str(free_port()),
+                           # mmengine's Runner sets these in os.environ for a distributed run; set here,
+                           # they are undone after the test (nproc, in the Slurm fixture, honours OMP's).
+                           OMP_NUM_THREADS='1', MKL_NUM_THREADS='1').items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tools.cwd)  # the demo data set the tool runs share
     alive_at_destroy = []

@@ -59,7 +59,9 @@ if ! getent hosts "${NODE}" >/dev/null; then
     echo "[slurm] ${NODE} does not resolve; adding '127.0.0.1 ${NODE}' to /etc/hosts" >&2
     printf '127.0.0.1 %s\n' "${NODE}" >> /etc/hosts
 fi
-CPUS=$(nproc)
+# All of them: nproc alone honours OMP_NUM_THREADS, which mmengine sets to 1 in any process that built a
+# distributed Runner; a 1-CPU node would leave the 2-task test job pending for ever.
+CPUS=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 MEM_MB=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
 mkdir -p "${CONF_DIR}" "${STATE_DIR}" "${SPOOL_DIR}" "${LOG_DIR}"
 chown slurm:slurm "${STATE_DIR}" "${LOG_DIR}"
