@@ -34,7 +34,7 @@ setup(
         'pycocotools',
     ],
     extras_require={
-        'tests': ['pytest>=7', 'hypothesis>=6'],
+        'tests': ['pytest>=7', 'hypothesis>=6', 'pytest-xdist>=3'],  # pytest.ini runs a worker per core
         'tools': [
             'matplotlib>=3.4',  # tools/analysis_tools/plot_gradient_density.py's figures (Axes.stairs)
             'tensorboard',  # TensorboardVisBackend for GHMStatsHook; the tests read its EventAccumulator
