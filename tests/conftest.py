@@ -14,4 +14,5 @@ def pytest_configure(config):
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     os.environ.setdefault('MKL_NUM_THREADS', '1')
     import torch
-    torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
+    threads = os.environ['OMP_NUM_THREADS']
+    torch.set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0 else 1)

@@ -94,7 +94,7 @@ def run_train(argv: Optional[Sequence[str]] = None) -> None:
         cfg = configure_training(load_config(args.config, args.cfg_options), args)
         inputs.config = cfg
         with cpu_process_group(args.launcher, cfg), weights_only_checkpoint_loaders():
-            _train(cfg)  # the Runner lives in _train, so it is gone before the process group goes
+            _train(cfg)  # the Runner lives in _train: gone before the process group goes
 
 
 def _train(cfg: Config) -> None:
@@ -128,7 +128,7 @@ def run_test(argv: Optional[Sequence[str]] = None) -> dict:
         cfg = configure_testing(load_config(args.config, args.cfg_options), args)
         inputs.config = cfg
         with cpu_process_group(args.launcher, cfg), weights_only_checkpoint_loaders():
-            return _test(cfg, args.out)  # the Runner lives in _test, so it is gone before the process group goes
+            return _test(cfg, args.out)  # the Runner lives in _test: gone before the process group goes
 
 
 def _test(cfg: Config, out: Optional[str]) -> dict:
