@@ -13,7 +13,8 @@ speed falls on all settings alike.
     python benchmarks/compare_losses.py --overhead        # time per training step, all settings in one process
 
 Writes into ``--out-dir``: ``results.md`` (COCO box mAP, mAP@50 and mAP_s as mean ± sample sd over the
-seeds, median seconds per iteration and its ratio to ``focal_l1``'s), ``loss_curves.png`` (training loss
+seeds, median seconds per iteration and its ratio to ``focal_l1``'s, and for the questions in
+:data:`COMPARISONS` the difference in box mAP with Welch's t-test over the seeds), ``loss_curves.png`` (training loss
 against iteration, mean and range over seeds) and ``results.json`` (every run's numbers). The demo data set is
 generated under ``data/ghm_demo/`` relative to the current directory on first use, as by ``tools/train.py``
 (``--quick`` generates and uses a small set of its own, under ``data/ghm_demo_small/``).
@@ -308,6 +309,74 @@ def format_mean_sd(values: Sequence[float], digits: int = 3) -> str:
     if math.isnan(sd):
         return f'{mean:.{digits}f}'
     return f'{mean:.{digits}f} ± {sd:.{digits}f}'
+
+
+#: The questions the report answers, as (setting, against, question): bbox mAP of one against the other.
+COMPARISONS = (
+    ('ghmc_ghmr', 'mmdet_ghmc_ghmr', "ours against mmdet's built-in GHM-C + GHM-R"),
+    ('ghmc_ghmr', 'focal_l1', 'GHM-C + GHM-R (published recipe) against Focal Loss + L1'),
+    ('ghmc_l1', 'focal_l1', 'GHM-C against Focal Loss, both with L1'),
+    ('ghmc_ghmr', 'bce_l1', 'GHM-C + GHM-R against sigmoid cross-entropy + L1'),
+    ('ghmc_ghmr', 'ghmc_l1', 'GHM-R against L1, both with GHM-C'),
+    ('wholebatch_ghmc_ghmr', 'ghmc_ghmr', 'whole-batch against per-level GHM density'),
+)
+#: Two-sided p below which a difference is called beyond the seed-to-seed spread.
+SIGNIFICANCE = 0.05
+
+
+@dataclass
+class Difference:
+    """``setting`` minus ``against`` in one metric over the seeds, with Welch's t-test."""
+    setting: str
+    against: str
+    question: str
+    difference: float
+    t: Optional[float]
+    p: Optional[float]
+    verdict: str
+
+
+def welch_difference(setting: str, against: str, question: str, a: Sequence[float],
+                     b: Sequence[float]) -> Difference:
+    """Mean of ``a`` minus mean of ``b``, with Welch's unequal-variance t-test (two-sided).
+
+    The verdict is ``'beyond the seed spread'`` for p < :data:`SIGNIFICANCE`, ``'within the seed
+    spread'`` otherwise; with fewer than two runs on either side there is no spread to judge by
+    (``t`` and ``p`` are None), and runs that are identical within each setting get no test either.
+    """
+    difference = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) < 2 or len(b) < 2:
+        return Difference(setting, against, question, difference, None, None,
+                          'needs two seeds or more on each side')
+    if statistics.variance(a) == 0 and statistics.variance(b) == 0:
+        verdict = 'identical runs' if difference == 0 else 'no seed spread to judge by'
+        return Difference(setting, against, question, difference, None, None, verdict)
+    from scipy.stats import ttest_ind
+    result = ttest_ind(a, b, equal_var=False)
+    p = float(result.pvalue)
+    verdict = 'beyond the seed spread' if p < SIGNIFICANCE else 'within the seed spread'
+    return Difference(setting, against, question, difference, float(result.statistic), p, verdict)
+
+
+def differences(records: Sequence[dict], metric: str = METRICS[0]) -> List[Difference]:
+    """:data:`COMPARISONS` whose two settings both have runs in ``records``."""
+    values = {}
+    for record in records:
+        values.setdefault(record['setting'], []).append(record['metrics'][metric])
+    return [welch_difference(setting, against, question, values[setting], values[against])
+            for setting, against, question in COMPARISONS if setting in values and against in values]
+
+
+def differences_table(rows: Sequence[Difference]) -> str:
+    header = ('question', 'setting - against', 'difference', 'Welch t', 'p', 'verdict')
+    lines = ['| ' + ' | '.join(header) + ' |', '|---|---|---:|---:|---:|---|']
+    for row in rows:
+        t = '' if row.t is None else f'{row.t:.2f}'
+        p = '' if row.p is None else f'{row.p:.3f}'
+        cells = (row.question, f'`{row.setting}` - `{row.against}`', f'{row.difference:+.3f}', t, p,
+                 row.verdict)
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
 
 
 @dataclass
@@ -628,11 +697,16 @@ def write_results(out_dir: Path, records: Sequence[dict], args: argparse.Namespa
         f'metrics on the val split as mean ± sample sd over the seeds; s / iter: median of the runs\' '
         f'median logged iteration times; time / focal: that divided by `{TIME_REFERENCE}`\'s.\n'
         f'Machine: {machine}; {date}.\n\n'
-        f'{markdown_table(rows)}\n\n{descriptions}\n{notes}\n## Per run\n\n{per_run_table(records)}\n')
+        f'{markdown_table(rows)}\n\n{descriptions}\n{notes}\n'
+        f'## Differences in bbox mAP\n\n'
+        f'Mean of the first setting minus mean of the second over the seeds; Welch\'s t-test (unequal '
+        f'variances, two-sided); "beyond the seed spread" where p < {SIGNIFICANCE}.\n\n'
+        f'{differences_table(differences(records))}\n\n## Per run\n\n{per_run_table(records)}\n')
     (out_dir / 'results.md').write_text(report)
     summary = dict(date=date, machine=machine, data=data, iters=iters, seeds=list(args.seeds),
                    settings={name: SETTINGS[name].description for name in args.settings},
-                   command=list(command), runs=list(records))
+                   command=list(command), runs=list(records),
+                   differences=[vars(row) for row in differences(records)])
     (out_dir / 'results.json').write_text(json.dumps(summary, indent=1) + '\n')
     plot_loss_curves(records, args.settings, out_dir / 'loss_curves.png', title)
     print(f'\n{markdown_table(rows)}\n', flush=True)

@@ -358,6 +358,51 @@ def test_loss_curve_averages_the_steps_every_run_logged():
     assert lows == [3.0, 2.0] and highs == [5.0, 4.0]
 
 
+def student_t4_two_sided_p(t):
+    """Two-sided p of Student's t with 4 degrees of freedom, in closed form:
+    F(t) = 1/2 + 3/8 * t / sqrt(1 + t^2/4) * (1 - t^2 / (12 (1 + t^2/4)))."""
+    t = abs(t)
+    u = 1 + t * t / 4
+    cdf = 0.5 + 3 / 8 * t / math.sqrt(u) * (1 - t * t / (12 * u))
+    return 2 * (1 - cdf)
+
+
+def test_welch_difference_is_the_hand_derived_t_test():
+    # Means 5 and 2, both sample variances 1: t = 3 / sqrt(1/3 + 1/3) = 3.674; Welch's df = 4 exactly.
+    row = compare_losses.welch_difference('ghmc_ghmr', 'focal_l1', 'q', [4.0, 5.0, 6.0], [1.0, 2.0, 3.0])
+    assert row.difference == 3.0
+    assert row.t == pytest.approx(3 / math.sqrt(2 / 3), rel=1e-9)
+    assert row.p == pytest.approx(student_t4_two_sided_p(3 / math.sqrt(2 / 3)), rel=1e-6)  # 0.0213
+    assert row.verdict == 'beyond the seed spread'
+
+
+def test_differences_answer_the_questions_whose_settings_ran():
+    rows = compare_losses.differences(RECORDS)
+    assert [(row.setting, row.against) for row in rows] == [('ghmc_ghmr', 'focal_l1')]  # nothing else ran
+    row = rows[0]
+    # 0.42 - 0.35; sample variances 0.0004 and 0.0025: t = 0.07 / sqrt(0.0029 / 3) = 2.251, which with
+    # Welch's 2.6 degrees of freedom is below even the 3-df critical value 3.18 for p = 0.05.
+    assert row.difference == pytest.approx(0.07)
+    assert row.t == pytest.approx(0.07 / math.sqrt(0.0029 / 3), rel=1e-6)
+    assert row.p > 0.05 and row.verdict == 'within the seed spread'
+    table = compare_losses.differences_table(rows).splitlines()
+    assert table[0] == '| question | setting - against | difference | Welch t | p | verdict |'
+    assert table[2].startswith('| GHM-C + GHM-R (published recipe) against Focal Loss + L1 | '
+                               '`ghmc_ghmr` - `focal_l1` | +0.070 | 2.25 | ')
+    assert table[2].endswith(' | within the seed spread |')
+
+
+@pytest.mark.parametrize('a, b, verdict', [
+    ([0.4], [0.3, 0.35], 'needs two seeds or more on each side'),
+    ([0.4, 0.4], [0.4, 0.4], 'identical runs'),
+    ([0.4, 0.4], [0.3, 0.3], 'no seed spread to judge by'),
+])
+def test_differences_without_a_spread_get_no_test(a, b, verdict):
+    row = compare_losses.welch_difference('ghmc_ghmr', 'focal_l1', 'q', a, b)
+    assert row.t is None and row.p is None and row.verdict == verdict
+    assert row.difference == pytest.approx(sum(a) / len(a) - sum(b) / len(b))
+
+
 def _png_size(path):
     data = path.read_bytes()
     assert data[:8] == b'\x89PNG\r\n\x1a\n', f'{path} is not a PNG'
@@ -380,6 +425,9 @@ def test_write_results_writes_the_table_the_records_and_the_plot(tmp_path):
     assert 'seeds 0 1 2' in report and '800 train / 200 val' in report
     results = json.loads((tmp_path / 'results.json').read_text())
     assert results['runs'] == RECORDS and results['seeds'] == [0, 1, 2] and results['iters'] == 10
+    assert '## Differences in bbox mAP' in report and '| `ghmc_ghmr` - `focal_l1` | +0.070 | 2.25 |' in report
+    assert [(row['setting'], row['against'], row['verdict']) for row in results['differences']] == [
+        ('ghmc_ghmr', 'focal_l1', 'within the seed spread')]
     width, height = _png_size(tmp_path / 'loss_curves.png')
     assert width >= 800 and height >= 500
 
