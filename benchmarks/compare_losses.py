@@ -14,10 +14,11 @@ speed falls on all settings alike.
 
 Writes into ``--out-dir``: ``results.md`` (COCO box mAP, mAP@50 and mAP_s as mean ± sample sd over the
 seeds, median seconds per iteration and its ratio to ``focal_l1``'s, and for the questions in
-:data:`COMPARISONS` the difference in box mAP with Welch's t-test over the seeds), ``loss_curves.png`` (training loss
-against iteration, mean and range over seeds) and ``results.json`` (every run's numbers). The demo data set is
-generated under ``data/ghm_demo/`` relative to the current directory on first use, as by ``tools/train.py``
-(``--quick`` generates and uses a small set of its own, under ``data/ghm_demo_small/``).
+:data:`COMPARISONS` the difference in box mAP with Welch's t-test over the seeds), ``loss_curves.png``
+(training loss against iteration, mean and range over seeds) and ``results.json`` (every run's numbers).
+The demo data set is generated under ``data/ghm_demo/`` relative to the current directory on first use, as
+by ``tools/train.py`` (``--quick`` generates and uses a small set of its own, under
+``data/ghm_demo_small/``).
 
 ``--overhead`` measures what the separate runs cannot resolve: the time of one training step (data
 preprocessing, forward, backward, gradient clipping and the optimizer step: mmengine's ``train_step``) of
@@ -700,7 +701,8 @@ def write_results(out_dir: Path, records: Sequence[dict], args: argparse.Namespa
         f'{markdown_table(rows)}\n\n{descriptions}\n{notes}\n'
         f'## Differences in bbox mAP\n\n'
         f'Mean of the first setting minus mean of the second over the seeds; Welch\'s t-test (unequal '
-        f'variances, two-sided); "beyond the seed spread" where p < {SIGNIFICANCE}.\n\n'
+        f'variances, two-sided); "beyond the seed spread" where p < {SIGNIFICANCE}, each question on its own '
+        f'(no correction for asking several).\n\n'
         f'{differences_table(differences(records))}\n\n## Per run\n\n{per_run_table(records)}\n')
     (out_dir / 'results.md').write_text(report)
     summary = dict(date=date, machine=machine, data=data, iters=iters, seeds=list(args.seeds),
