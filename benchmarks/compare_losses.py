@@ -361,9 +361,7 @@ def welch_difference(setting: str, against: str, question: str, a: Sequence[floa
 
 def differences(records: Sequence[dict], metric: str = METRICS[0]) -> List[Difference]:
     """:data:`COMPARISONS` whose two settings both have runs in ``records``."""
-    values = {}
-    for record in records:
-        values.setdefault(record['setting'], []).append(record['metrics'][metric])
+    values = {row.name: row.metrics[metric] for row in summarise(records, list(SETTINGS))}
     return [welch_difference(setting, against, question, values[setting], values[against])
             for setting, against, question in COMPARISONS if setting in values and against in values]
 
