@@ -38,6 +38,7 @@ setup(
         'tools': [
             'matplotlib>=3.4',  # tools/analysis_tools/plot_gradient_density.py's figures (Axes.stairs)
             'tensorboard',  # TensorboardVisBackend for GHMStatsHook; the tests read its EventAccumulator
+            'scipy',  # benchmarks/compare_losses.py's Welch t-test (mmdet 3.3.0 installs it too)
         ],
     },
     classifiers=[

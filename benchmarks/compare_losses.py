@@ -690,6 +690,7 @@ def write_results(out_dir: Path, records: Sequence[dict], args: argparse.Namespa
     no_detections = [f'`{r["setting"]}` seed {r["seed"]}' for r in records if r['no_detections']]
     notes = (f'\nNo detection above the score threshold (mAP counted as 0): {", ".join(no_detections)}.\n'
              if no_detections else '')
+    compared = differences(records)
     report = (
         f'# Loss comparison on the demo data\n\n'
         f'`configs/retinanet_ghm_demo.py` ({iters} iterations per run, {seed_words}) on {data}. COCO box '
@@ -701,12 +702,12 @@ def write_results(out_dir: Path, records: Sequence[dict], args: argparse.Namespa
         f'Mean of the first setting minus mean of the second over the seeds; Welch\'s t-test (unequal '
         f'variances, two-sided); "beyond the seed spread" where p < {SIGNIFICANCE}, each question on its own '
         f'(no correction for asking several).\n\n'
-        f'{differences_table(differences(records))}\n\n## Per run\n\n{per_run_table(records)}\n')
+        f'{differences_table(compared)}\n\n## Per run\n\n{per_run_table(records)}\n')
     (out_dir / 'results.md').write_text(report)
     summary = dict(date=date, machine=machine, data=data, iters=iters, seeds=list(args.seeds),
                    settings={name: SETTINGS[name].description for name in args.settings},
                    command=list(command), runs=list(records),
-                   differences=[vars(row) for row in differences(records)])
+                   differences=[vars(row) for row in compared])
     (out_dir / 'results.json').write_text(json.dumps(summary, indent=1) + '\n')
     plot_loss_curves(records, args.settings, out_dir / 'loss_curves.png', title)
     print(f'\n{markdown_table(rows)}\n', flush=True)

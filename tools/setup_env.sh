@@ -66,7 +66,7 @@ if ! has 'import mmdet; assert mmdet.__version__ == "3.3.0"'; then
 fi
 
 step "ghm_mmdet (editable) with test and tools extras"
-if ! has 'import ghm_mmdet, pytest, xdist, hypothesis, matplotlib, tensorboard' \
+if ! has 'import ghm_mmdet, pytest, xdist, hypothesis, matplotlib, tensorboard, scipy' \
     || [ setup.py -nt "${VENV}/.ghm_mmdet_installed" ]; then
     "${PIP[@]}" --no-build-isolation -e '.[tests,tools]'
     touch "${VENV}/.ghm_mmdet_installed"
