@@ -25,13 +25,14 @@ setup(
     license='Apache-2.0',
     packages=find_packages(include=['ghm_mmdet', 'ghm_mmdet.*']),
     python_requires='>=3.8',
+    # Ranges, not pins: the plugin goes into environments that already hold these, and must replace none of
+    # them. tools/setup_env.sh pins the two tested corners (STACK=newest, STACK=oldest).
     install_requires=[
-        'torch>=2.5',  # the tools' weights-only checkpoint allowlist needs torch.serialization.safe_globals
-        'mmengine==0.10.7',  # the release the tools' checkpoint allowlist and dist handling are written for
-        'mmcv==2.1.0',  # mmdet 3.3.0 needs mmcv<2.2.0; 2.1.0 is the newest release that builds with torch 2.x
-        'mmdet==3.3.0',  # our GHMC/GHMR reproduce this release's numbers and override its registry entries
-        'setuptools>=77,<81',  # mmcv 2.1.0's setup.py imports pkg_resources, removed in setuptools 81
-        'pycocotools',
+        'torch>=2.0,<2.15',  # 2.0.1: the oldest tested corner; 2.14: the newest release installable here
+        'mmengine>=0.7.1,<1',  # 0.7.1: the oldest tested corner (mmdet 3.0's own minimum); 1.x: API unknown
+        'mmcv>=2.0.0,<2.2.0',  # 2.0.1: the oldest tested corner; mmdet 3.x refuses mmcv 2.2
+        'mmdet>=3.0.0,<4',  # 3.0.0: the oldest tested corner; 4.x may change the heads' loss interface
+        'pycocotools',  # the demo's COCO evaluation (any release mmdet accepts)
     ],
     extras_require={
         'tests': ['pytest>=7', 'hypothesis>=6', 'pytest-xdist>=3'],  # pytest.ini runs a worker per core

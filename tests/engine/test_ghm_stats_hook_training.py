@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / 'tests' / 'tools'))
 from tool_runs import DEMO_CONFIG, FAST_OPTIONS, TOOLS, last_lines, run_log, tool_env  # noqa: E402
 
+pytestmark = pytest.mark.compat
+
 CLS = 'ghm_c/bbox_head.loss_cls'
 REG = 'ghm_r/bbox_head.loss_bbox'
 SCALARS = ('num_valid', 'non_empty_regions', 'largest_region_share', 'max_beta', 'loss')

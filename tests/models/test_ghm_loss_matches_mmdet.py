@@ -5,6 +5,8 @@ from mmdet.models.losses import ghm_loss as mmdet_ghm
 
 from ghm_mmdet.models.losses import GHMC, GHMR
 
+pytestmark = pytest.mark.compat
+
 
 def run_both(ours, theirs, make_inputs, calls=3):
     for call in range(calls):

@@ -11,6 +11,8 @@ from mmdet.registry import MODELS
 import ghm_mmdet  # noqa: F401  (registers ours over mmdet's GHMC/GHMR)
 from ghm_mmdet.models.losses import GHMC, GHMR
 
+pytestmark = pytest.mark.compat
+
 
 def test_the_registry_builds_ours():
     assert MODELS.get('GHMC') is GHMC and MODELS.get('GHMR') is GHMR

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tool_runs import N, acc_sums, last_lines, run_log, train_scalars
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.compat]
 
 LOSS_KEYS = ('loss', 'loss_cls', 'loss_bbox')
 

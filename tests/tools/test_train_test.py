@@ -5,7 +5,7 @@ import pickle
 import pytest
 from tool_runs import last_lines
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.compat]
 
 TEST_IMAGES = 16
 
