@@ -1,48 +1,62 @@
-"""Loading mmengine/mmdet checkpoints weights-only, with an explicit allowlist, changing nothing but the result.
+"""Loading mmengine/mmdet checkpoints with an allowlist, on every supported torch, changing nothing but the result.
 
-Since torch 2.6, ``torch.load`` defaults to ``weights_only=True``: it unpickles only tensors, containers and
-plain Python values, plus the globals a caller allowlists. An mmengine 0.10.7 checkpoint holds more than
-that, so mmdet 3.3's own ``test.py`` and ``--resume`` fail on every checkpoint they wrote:
+An mmengine checkpoint holds more than tensors: ``message_hub.log_scalars`` holds
+:class:`mmengine.logging.HistoryBuffer` objects with numpy arrays, ``runtime_info`` numpy scalars, and a
+``HistoryBuffer`` of mmengine >= 0.8 pickles its statistics functions as ``getattr(HistoryBuffer, 'min')``.
+torch >= 2.6 refuses all of that by default (``weights_only=True``), so mmdet's own ``test.py`` and
+``--resume`` fail on every checkpoint they wrote; ``weights_only=False`` would run whatever a file names.
 
-* ``message_hub.log_scalars`` holds :class:`mmengine.logging.HistoryBuffer` objects, which hold numpy arrays
-  (``numpy.ndarray``, ``numpy.dtype`` with its per-type classes, ``numpy._core.multiarray._reconstruct``);
-* ``message_hub.runtime_info`` holds numpy scalars (``eta``, ``best_score``:
-  ``numpy._core.multiarray.scalar``);
-* a ``HistoryBuffer`` also pickles its statistics functions (``HistoryBuffer.min`` and so on), which pickle
-  writes as ``builtins.getattr(HistoryBuffer, 'min')``.
+The mechanism: ``torch.load(f, weights_only=False, pickle_module=...)`` with our own unpickler, whose
+``find_class`` resolves only :func:`allowed_globals` and whose ``BUILD`` sets state only on the objects
+a checkpoint legitimately restores. We chose it over torch's ``weights_only`` allowlist
+(``torch.serialization.safe_globals``) because
 
-:func:`checkpoint_safe_globals` lists exactly those, with two stand-ins, so that loading a checkpoint changes
-nothing outside the object it returns:
+* every torch we support accepts a ``pickle_module`` (``safe_globals`` needs torch >= 2.5), so one code path
+  serves the whole range with no version check;
+* the allowlist is ours and per call, so nothing process-wide is edited (no lock, nothing to undo) and a
+  refused global raises our :class:`UnsafeCheckpointError` directly, with no parsing of torch's messages;
+* it is stricter: ``BUILD`` on anything else (a function, a class, a cached numpy dtype) is refused, where
+  torch's allowlist would let a file set attributes on the allowlisted objects themselves.
+
+Tensors are rebuilt by torch's own functions and storages by torch's own ``persistent_load``, which torch
+keeps in the unpickler it derives from ours. Two stand-ins keep class-level state out of the file's reach:
 
 * ``HistoryBuffer`` is built by :class:`HistoryBufferStandIn`. mmengine's ``HistoryBuffer.__setstate__``
   merges the pickled ``statistics_methods`` into the class attribute ``HistoryBuffer._statistics_methods``,
   which every buffer of the process shares: a file could choose the function that computes ``mean`` for
-  all of them. The stand-in checks the state against what ``HistoryBuffer.__getstate__`` writes and sets
-  only the instance's ``max_length``, ``_log_history`` and ``_count_history``.
+  all of them. The stand-in checks the state against what mmengine writes and sets only the instance's
+  ``max_length``, ``_log_history`` and ``_count_history``.
 * ``getattr`` is :func:`history_buffer_statistic`, which resolves only the four statistics on
   ``HistoryBuffer``, so allowlisting it gives a pickle no general attribute access.
 
 A checkpoint holding any other global, or a ``HistoryBuffer`` state that mmengine does not write, is refused
-with an :class:`UnsafeCheckpointError` naming the file; nothing falls back to ``weights_only=False``.
+with an :class:`UnsafeCheckpointError` naming the file; nothing falls back to unpickling everything.
 
 :func:`weights_only_checkpoint_loaders` applies this to checkpoint loading only: for the block, it registers
-weights-only loaders for every scheme of mmengine's ``CheckpointLoader`` (local files, ``http(s)://``,
+loaders for every scheme of mmengine's ``CheckpointLoader`` (local files, ``http(s)://``,
 ``torchvision://``, ``open-mmlab://``, ``mmcls://``, ``pavi://``, ``s3://``), through which
 ``Runner.load_checkpoint``, ``Runner.resume``, ``load_from``, ``init_cfg=dict(type='Pretrained')`` and
 ``CheckpointHook`` read. ``torch.load`` itself is left alone, so other code of the run keeps its own
 ``weights_only`` choice.
+
+mmengine has no public API to list or restore its scheme loaders, nor to resolve ``$MMENGINE_HOME`` or strip
+an mmcls checkpoint: :data:`_MMENGINE_PRIVATE` names the three private helpers used, and
+``tests/apis/test_safe_checkpoint.py`` tests the behaviour relied on at both tested corners.
 """
 import _compat_pickle
+import collections
+import codecs
 import contextlib
-import importlib
+import functools
 import io
 import os
 import os.path as osp
 import pickle
 import re
-import threading
+import types
 from tempfile import TemporaryDirectory
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Optional
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -53,6 +67,9 @@ from mmengine.runner.checkpoint import (CheckpointLoader, _get_mmengine_home, _p
                                         get_deprecated_model_names, get_external_models, get_mmcls_models,
                                         get_torchvision_models)
 
+#: The private mmengine helpers this module relies on (no public equivalent exists).
+_MMENGINE_PRIVATE = ('CheckpointLoader._schemes', '_get_mmengine_home', '_process_mmcls_checkpoint')
+
 #: The statistics ``HistoryBuffer`` registers for itself and pickles as ``getattr(HistoryBuffer, name)``.
 HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 #: The instance attributes a pickled ``HistoryBuffer`` restores (``__getstate__`` adds ``statistics_methods``).
@@ -61,16 +78,15 @@ _HISTORY_BUFFER_GLOBAL = f'{HistoryBuffer.__module__}.{HistoryBuffer.__qualname_
 
 # numpy moved ``numpy.core`` to ``numpy._core`` in 2.0; a checkpoint names whichever its writer had.
 _NUMPY_MULTIARRAY_MODULES = ('numpy._core.multiarray', 'numpy.core.multiarray')
-# Every numeric and boolean dtype: unpickling a dtype builds an instance of its per-type class.
-_NUMPY_DTYPE_CHARS = '?bBhHiIlLqQefdgFDG'
-
-_REFUSED_GLOBAL = re.compile(r'GLOBAL ([\w.]+)')
-# safe_globals() edits torch's process-wide allowlist; one load at a time keeps threads from undoing it.
-_LOAD_LOCK = threading.RLock()
+# What torch rebuilds tensors with (torch._utils), where this torch has it.
+_TENSOR_REBUILD_FUNCTIONS = ('_rebuild_tensor', '_rebuild_tensor_v2', '_rebuild_tensor_v3', '_rebuild_parameter',
+                             '_rebuild_parameter_with_state', '_rebuild_qtensor', '_rebuild_sparse_tensor',
+                             '_rebuild_meta_tensor_no_storage', '_rebuild_nested_tensor',
+                             '_rebuild_device_tensor_from_numpy', '_rebuild_device_tensor_from_cpu_tensor')
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A checkpoint holds a pickled object outside :func:`checkpoint_safe_globals`, or a ``HistoryBuffer``
+    """A checkpoint holds a pickled object outside :func:`allowed_globals`, or a ``HistoryBuffer``
     state mmengine does not write; it was not loaded.
 
     Attributes:
@@ -90,15 +106,15 @@ class UnreadableCheckpointError(RuntimeError):
 
 
 class RefusedContent(Exception):
-    """Raised by the stand-ins while unpickling; :func:`load_checkpoint_safely` turns it into an
-    :class:`UnsafeCheckpointError` naming the file.
-
-    Not a ``pickle.UnpicklingError``: ``torch.load`` rewraps those into one long generic message.
-    """
+    """Raised while unpickling; :func:`load_checkpoint_safely` turns it into an
+    :class:`UnsafeCheckpointError` naming the file."""
 
     def __init__(self, reason: str, refused_global: str):
         super().__init__(reason)
         self.refused_global = refused_global
+
+
+_NOT_AMONG = 'which is not among the types mmengine/mmdet checkpoints contain (loaded with an allowlist)'
 
 
 def history_buffer_statistic(owner: Any, name: str) -> Callable:
@@ -119,14 +135,14 @@ def history_buffer_statistic(owner: Any, name: str) -> Callable:
         owner_name = 'HistoryBuffer' if owner is HistoryBufferStandIn else getattr(
             owner, '__name__', type(owner).__name__)
         raise RefusedContent(
-            f"it holds the pickled global 'builtins.getattr' fetching {owner_name}.{name}, which is not among "
-            'the types mmengine/mmdet checkpoints contain (loaded with weights_only=True)', 'builtins.getattr')
+            f"it holds the pickled global 'builtins.getattr' fetching {owner_name}.{name}, {_NOT_AMONG}",
+            'builtins.getattr')
     return getattr(HistoryBuffer, name)
 
 
 def _refuse_history_state(problem: str):
-    raise RefusedContent(f'its HistoryBuffer state {problem}, which mmengine never writes (loaded with '
-                         'weights_only=True)', _HISTORY_BUFFER_GLOBAL)
+    raise RefusedContent(f'its HistoryBuffer state {problem}, which mmengine never writes (loaded with an '
+                         'allowlist)', _HISTORY_BUFFER_GLOBAL)
 
 
 def _named(value: Any) -> str:
@@ -190,38 +206,93 @@ class HistoryBufferStandIn:
         # Both are plain classes with a __dict__, so the object can become a HistoryBuffer in place: every
         # reference the unpickler made to it sees the real class.
         self.__class__ = HistoryBuffer
-        # Adds mmengine's own four statistics if no HistoryBuffer was built yet, as HistoryBuffer() does;
-        # nothing here comes from the file.
-        self._set_default_statistics()
+        # Registers mmengine's own four statistics if no HistoryBuffer was built yet; nothing here comes
+        # from the file.
+        HistoryBuffer()
 
 
-def _numpy_multiarray_globals() -> List[Tuple[Callable, str]]:
-    try:
-        multiarray = importlib.import_module(_NUMPY_MULTIARRAY_MODULES[0])
-    except ImportError:  # numpy < 2
-        multiarray = importlib.import_module(_NUMPY_MULTIARRAY_MODULES[1])
-    return [(getattr(multiarray, func_name), f'{module}.{func_name}')
-            for func_name in ('_reconstruct', 'scalar') for module in _NUMPY_MULTIARRAY_MODULES]
+def numpy_dtype(obj: Any, align: bool = False, copy: bool = False) -> np.dtype:
+    """Stand-in for ``numpy.dtype`` while unpickling: always a new dtype (``copy=True``).
+
+    numpy pickles a dtype as ``numpy.dtype(char, align, copy)`` followed by ``BUILD``; with ``copy=False``
+    that ``BUILD`` would set the state of numpy's cached dtype that the whole process shares.
+    """
+    return np.dtype(obj, align, True)
 
 
-def checkpoint_safe_globals() -> List[Union[type, Callable, Tuple[Callable, str]]]:
-    """The globals, besides torch's defaults, that mmengine 0.10.7 / mmdet 3.3 checkpoints contain.
+@functools.lru_cache(maxsize=1)
+def allowed_globals() -> Dict[str, Any]:
+    """The globals an mmengine/mmdet checkpoint names, by dotted name, with what each resolves to.
 
     Returns:
-        list: entries for ``torch.serialization.safe_globals``: classes, and ``(object, 'dotted.name')``
-        pairs for the names a checkpoint spells differently from the object's own (``numpy.core`` vs
-        ``numpy._core``) and for the two stand-ins: ``HistoryBuffer`` bound to
-        :class:`HistoryBufferStandIn` and ``builtins.getattr`` to :func:`history_buffer_statistic`.
+        dict: torch's tensor rebuild functions, dtypes, layouts, memory formats, quantisation schemes,
+        ``torch.Size``, ``torch.device`` and storage classes; plain containers; numpy arrays, dtypes and
+        scalars; and the stand-ins: ``HistoryBuffer`` -> :class:`HistoryBufferStandIn`,
+        ``builtins.getattr`` -> :func:`history_buffer_statistic`, ``numpy.dtype`` -> :func:`numpy_dtype`.
     """
-    dtype_classes = sorted({type(np.dtype(char)) for char in _NUMPY_DTYPE_CHARS}, key=lambda c: c.__name__)
-    return [
-        (HistoryBufferStandIn, _HISTORY_BUFFER_GLOBAL),
-        np.ndarray,
-        np.dtype,
-        *dtype_classes,
-        *_numpy_multiarray_globals(),
-        (history_buffer_statistic, 'builtins.getattr'),
-    ]
+    allowed = {f'torch._utils.{name}': getattr(torch._utils, name)
+               for name in _TENSOR_REBUILD_FUNCTIONS if hasattr(torch._utils, name)}
+    for name, value in vars(torch).items():
+        if isinstance(value, (torch.dtype, torch.layout, torch.memory_format, torch.qscheme)):
+            allowed[f'torch.{name}'] = value
+    for storage in torch._storage_classes:
+        allowed[f'torch.{storage.__name__}'] = allowed[f'{storage.__module__}.{storage.__name__}'] = storage
+    allowed.update({
+        'torch.Size': torch.Size, 'torch.device': torch.device,
+        'torch.serialization._get_layout': torch.serialization._get_layout,
+        'collections.OrderedDict': collections.OrderedDict, 'builtins.set': set, 'builtins.frozenset': frozenset,
+        'builtins.complex': complex, 'builtins.bytearray': bytearray, 'builtins.slice': slice,
+        '_codecs.encode': codecs.encode,  # how protocol 2 pickles bytes
+        'numpy.ndarray': np.ndarray, 'numpy.dtype': numpy_dtype,
+        _HISTORY_BUFFER_GLOBAL: HistoryBufferStandIn,
+        'builtins.getattr': history_buffer_statistic,
+    })
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    for module in _NUMPY_MULTIARRAY_MODULES:
+        allowed[f'{module}._reconstruct'] = multiarray._reconstruct
+        allowed[f'{module}.scalar'] = multiarray.scalar
+    return allowed
+
+
+# BUILD sets the state of the object on top of the stack: only the objects unpickling created.
+_BUILDABLE = (HistoryBufferStandIn, np.ndarray, np.dtype, collections.OrderedDict)
+
+
+class AllowlistUnpickler(pickle._Unpickler):
+    """An unpickler that resolves only :func:`allowed_globals` and builds only :data:`_BUILDABLE` objects.
+
+    The pure-Python unpickler, because its opcode table can be extended: the C one offers no hook for
+    ``BUILD``. A checkpoint's pickle holds only the structure (tensor data are separate records), so its
+    speed does not matter.
+    """
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def find_class(self, module: str, name: str) -> Any:
+        if self.proto < 3 and self.fix_imports:  # protocol 2 (torch.save's) spells Python 2's names
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        dotted = f'{module}.{name}'
+        if dotted not in allowed_globals():
+            raise RefusedContent(f"it holds the pickled global '{dotted}', {_NOT_AMONG}", dotted)
+        return allowed_globals()[dotted]
+
+    def load_build(self) -> None:
+        target = self.stack[-2]  # below the state that BUILD pops
+        if not isinstance(target, _BUILDABLE):
+            raise RefusedContent(f'it sets the state of {_named(target)}, {_NOT_AMONG}', _named(target))
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+
+#: What ``torch.load`` takes as ``pickle_module``: it derives its unpickler from ``Unpickler``, and reads a
+#: legacy file's header with ``load``.
+ALLOWLIST_PICKLE = types.ModuleType('ghm_mmdet_allowlist_pickle')
+ALLOWLIST_PICKLE.Unpickler = AllowlistUnpickler
+ALLOWLIST_PICKLE.load = lambda file, **kwargs: AllowlistUnpickler(file, **kwargs).load()
 
 
 def _describe(f: Any) -> str:
@@ -231,57 +302,8 @@ def _describe(f: Any) -> str:
     return name if isinstance(name, str) else '<in-memory checkpoint>'
 
 
-def _refused_global(message: str) -> Optional[str]:
-    match = _REFUSED_GLOBAL.search(message)
-    if match:
-        # Protocol-2 pickles spell modules the Python 2 way ('commands.call' is subprocess.call), and
-        # torch's message drops the 'builtins.' of builtins ('GLOBAL exec').
-        module, _, name = match.group(1).rpartition('.')
-        return f'{_compat_pickle.IMPORT_MAPPING.get(module, module) or "builtins"}.{name}'
-    match = re.search(r'unrecognized function (.+?)(?:$|\n)', message)
-    return match.group(1).strip() if match else None
-
-
-@contextlib.contextmanager
-def _weights_only_allowlist(source: str) -> Iterator[None]:
-    """Weights-only loads in this block accept :func:`checkpoint_safe_globals`; their failures become
-    :class:`UnsafeCheckpointError` or :class:`UnreadableCheckpointError` naming ``source``."""
-    if not hasattr(torch.serialization, 'safe_globals'):
-        raise RuntimeError(f'loading checkpoint {source} weights-only with an allowlist needs torch >= 2.5, '
-                           f'found {torch.__version__}')
-    with _LOAD_LOCK, torch.serialization.safe_globals(checkpoint_safe_globals()):
-        try:
-            yield
-        except RefusedContent as error:
-            raise UnsafeCheckpointError(f'refusing to load checkpoint {source}: {error}', checkpoint=source,
-                                        refused_global=error.refused_global) from None
-        except pickle.UnpicklingError as error:
-            if isinstance(error, UnsafeCheckpointError):
-                raise
-            name = _refused_global(str(error))
-            what = f"the pickled global '{name}'" if name else 'a pickled object'
-            raise UnsafeCheckpointError(
-                f'refusing to load checkpoint {source}: it holds {what}, which is not among the types '
-                'mmengine/mmdet checkpoints contain (loaded with weights_only=True)',
-                checkpoint=source, refused_global=name) from None
-        except (RuntimeError, EOFError, KeyError) as error:
-            # torch's zip reader on a truncated file, or its legacy reader on something not a checkpoint.
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            if isinstance(error, RuntimeError) and 'PytorchStreamReader' not in first_line:
-                raise
-            raise UnreadableCheckpointError(
-                f'checkpoint file {source} is not a readable torch checkpoint (truncated, or not written by '
-                f'torch.save?): {first_line}') from error
-
-
-def _load_weights_only(f: Any, map_location: Any, source: str) -> Any:
-    with _weights_only_allowlist(source):
-        return torch.load(f, map_location=map_location, weights_only=True)
-
-
-def load_checkpoint_safely(checkpoint_file: Any, map_location: Any = None) -> Any:
-    """``torch.load(checkpoint_file, map_location, weights_only=True)``, allowing what mmengine checkpoints
-    hold (:func:`checkpoint_safe_globals`).
+def load_checkpoint_safely(checkpoint_file: Any, map_location: Any = None, source: Optional[str] = None) -> Any:
+    """``torch.load(checkpoint_file, map_location)`` through :class:`AllowlistUnpickler`.
 
     Loading changes nothing outside the returned object: no code named by the file runs, and its
     ``HistoryBuffer`` objects are restored without touching the ``HistoryBuffer`` class.
@@ -289,6 +311,7 @@ def load_checkpoint_safely(checkpoint_file: Any, map_location: Any = None) -> An
     Args:
         checkpoint_file: a path or a file-like object, as for ``torch.load``.
         map_location: as for ``torch.load``.
+        source: the name for the errors (default: the path, or the file object's name).
 
     Returns:
         The unpickled checkpoint (usually a dict with ``state_dict``, ``meta``, ``optimizer``...).
@@ -299,11 +322,27 @@ def load_checkpoint_safely(checkpoint_file: Any, map_location: Any = None) -> An
         UnreadableCheckpointError: the file is truncated or not a ``torch.save`` file.
         FileNotFoundError: ``checkpoint_file`` is a path that does not exist.
     """
-    return _load_weights_only(checkpoint_file, map_location, _describe(checkpoint_file))
+    source = _describe(checkpoint_file) if source is None else source
+    try:
+        # weights_only=False hands unpickling to pickle_module; the allowlist is the unpickler's.
+        return torch.load(checkpoint_file, map_location=map_location, pickle_module=ALLOWLIST_PICKLE,
+                          weights_only=False)
+    except RefusedContent as error:
+        raise UnsafeCheckpointError(f'refusing to load checkpoint {source}: {error}', checkpoint=source,
+                                    refused_global=error.refused_global) from None
+    except (pickle.UnpicklingError, EOFError, KeyError, RuntimeError) as error:
+        # torch's zip reader on a truncated file, or its legacy reader on something not a checkpoint
+        # (Python 3.8's unpickler raises KeyError for an unknown opcode).
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if isinstance(error, RuntimeError) and 'PytorchStreamReader' not in first_line:
+            raise
+        raise UnreadableCheckpointError(
+            f'checkpoint file {source} is not a readable torch checkpoint (truncated, or not written by '
+            f'torch.save?): {first_line}') from error
 
 
-# The loaders registered by weights_only_checkpoint_loaders(): mmengine 0.10.7's, with each torch.load made
-# weights-only. They keep mmengine's names because CheckpointLoader logs 'Loads checkpoint by
+# The loaders registered by weights_only_checkpoint_loaders(): mmengine's, each loading through
+# load_checkpoint_safely. They keep mmengine's names because CheckpointLoader logs 'Loads checkpoint by
 # {name[10:]} backend'.
 
 def load_from_local(filename: str, map_location: Any = None) -> Any:
@@ -315,10 +354,13 @@ def load_from_local(filename: str, map_location: Any = None) -> Any:
 
 
 def _load_url(url: str, map_location: Any, model_dir: Optional[str], progress: bool) -> Any:
-    with _weights_only_allowlist(url):
-        # torch.hub's cache, hash check and legacy-zip handling, with its torch.load made weights-only.
-        return torch.hub.load_state_dict_from_url(url, model_dir=model_dir, map_location=map_location,
-                                                  progress=progress, weights_only=True)
+    # torch.hub's cache directory and download, as load_state_dict_from_url, then our loader.
+    model_dir = osp.join(torch.hub.get_dir(), 'checkpoints') if model_dir is None else model_dir
+    os.makedirs(model_dir, exist_ok=True)
+    cached_file = osp.join(model_dir, osp.basename(urlparse(url).path))
+    if not osp.exists(cached_file):
+        torch.hub.download_url_to_file(url, cached_file, progress=progress)
+    return load_checkpoint_safely(cached_file, map_location, source=url)
 
 
 def load_from_http(filename: str, map_location: Any = None, model_dir: Optional[str] = None,
@@ -366,17 +408,17 @@ def load_from_pavi(filename: str, map_location: Any = None) -> Any:
     with TemporaryDirectory() as tmp_dir:
         downloaded_file = osp.join(tmp_dir, model.name)
         model.download(downloaded_file)
-        return _load_weights_only(downloaded_file, map_location, filename)
+        return load_checkpoint_safely(downloaded_file, map_location, source=filename)
 
 
 def load_from_ceph(filename: str, map_location: Any = None, backend: str = 'petrel') -> Any:
     """``s3://`` or ``petrel://``, read through mmengine's file backend."""
     file_backend = get_file_backend(filename, backend_args={'backend': backend})
     with io.BytesIO(file_backend.get(filename)) as buffer:
-        return _load_weights_only(buffer, map_location, filename)
+        return load_checkpoint_safely(buffer, map_location, source=filename)
 
 
-#: Every scheme prefix of mmengine 0.10.7's ``CheckpointLoader``, with its weights-only loader.
+#: Every scheme prefix of mmengine's ``CheckpointLoader``, with its weights-only loader.
 WEIGHTS_ONLY_LOADERS: Dict[str, Callable] = {
     '': load_from_local,
     'http://': load_from_http,

@@ -1,11 +1,14 @@
-"""ghm_mmdet.apis.checkpoint: weights-only loading of mmengine checkpoints, changing nothing but the result,
-scoped to mmengine's checkpoint loaders."""
+"""ghm_mmdet.apis.checkpoint: allowlisted loading of mmengine checkpoints, changing nothing but the result,
+scoped to mmengine's checkpoint loaders. Every test here runs at both tested corners (torch 2.1 and 2.13)."""
+import _compat_pickle
 import copyreg
 import os
 import pickle
+import pickletools
 import subprocess
 import sys
 import types
+import zipfile
 
 import numpy as np
 import pytest
@@ -13,12 +16,18 @@ import torch
 from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.model.weight_init import PretrainedInit
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint, load_checkpoint
+from packaging.version import Version
 
 from ghm_mmdet.apis import checkpoint as safe
 from ghm_mmdet.apis.checkpoint import (WEIGHTS_ONLY_LOADERS, HistoryBufferStandIn, RefusedContent,
                                        UnreadableCheckpointError, UnsafeCheckpointError,
-                                       checkpoint_safe_globals, history_buffer_statistic,
-                                       load_checkpoint_safely, weights_only_checkpoint_loaders)
+                                       allowed_globals, history_buffer_statistic, load_checkpoint_safely,
+                                       numpy_dtype, weights_only_checkpoint_loaders)
+
+pytestmark = pytest.mark.compat
+
+HISTORY_BUFFER = 'mmengine.logging.history_buffer.HistoryBuffer'
+
 
 
 def mmengine_like_checkpoint(path):
@@ -61,7 +70,7 @@ PAYLOAD_IDS = [refused for _, refused in PAYLOADS]
 
 def refusal(path, refused):
     return (f"refusing to load checkpoint {path}: it holds the pickled global '{refused}', which is not among "
-            'the types mmengine/mmdet checkpoints contain (loaded with weights_only=True)')
+            'the types mmengine/mmdet checkpoints contain (loaded with an allowlist)')
 
 
 class CraftedHistoryBuffer:
@@ -99,15 +108,23 @@ def statistics_methods():
     HistoryBuffer._statistics_methods.update(before)
 
 
-def allowlisted_names():
+def pickled_globals(path):
+    """The globals a ``torch.save`` file's pickle names (protocol 2: GLOBAL opcodes), in Python 3 spelling."""
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read(next(name for name in archive.namelist() if name.endswith('/data.pkl')))
     names = set()
-    for entry in checkpoint_safe_globals():
-        names.add(entry[1] if isinstance(entry, tuple) else f'{entry.__module__}.{entry.__qualname__}')
+    for opcode, argument, _ in pickletools.genops(data):
+        if opcode.name == 'GLOBAL':
+            module, name = argument.split(' ')
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            names.add(f'{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{name}')
     return names
 
 
+@pytest.mark.skipif(Version(torch.__version__.split('+')[0]) < Version('2.6'),
+                    reason='torch < 2.6 loads with weights_only=False by default')
 def test_torch_default_load_refuses_mmengine_checkpoint(tmp_path):
-    # Why this module exists: torch >= 2.6 loads weights-only by default, without mmengine's types.
+    # Why this module exists on torch >= 2.6: weights-only by default, without mmengine's types.
     path = mmengine_like_checkpoint(tmp_path / 'ckpt.pth')
     with pytest.raises(pickle.UnpicklingError, match='Unsupported global: GLOBAL numpy'):
         torch.load(path)
@@ -127,35 +144,52 @@ def test_safe_load_restores_history_buffers_and_numpy_values(tmp_path, statistic
     assert HistoryBuffer._statistics_methods == statistics_methods
 
 
-def test_loaded_history_buffer_equals_what_mmengine_itself_unpickles(tmp_path):
+def test_loaded_checkpoint_equals_what_torch_unpickles_without_an_allowlist(tmp_path):
     path = mmengine_like_checkpoint(tmp_path / 'ckpt.pth')
-    ours = load_checkpoint_safely(path)['message_hub']['log_scalars']['train/loss']
-    theirs = torch.load(path, weights_only=False)['message_hub']['log_scalars']['train/loss']
+    ours, theirs = load_checkpoint_safely(path), torch.load(path, weights_only=False)
     for name in ('_log_history', '_count_history'):
-        assert getattr(ours, name).dtype == getattr(theirs, name).dtype
-        np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name))
-    assert ours.max_length == theirs.max_length
+        mine, reference = (getattr(c['message_hub']['log_scalars']['train/loss'], name) for c in (ours, theirs))
+        assert mine.dtype == reference.dtype
+        np.testing.assert_array_equal(mine, reference)
+    assert ours['meta'] == theirs['meta']
+    assert ours['optimizer']['param_groups'] == theirs['optimizer']['param_groups']
+    assert torch.equal(ours['optimizer']['state'][0]['momentum_buffer'], torch.ones(2))
 
 
-def test_allowlist_covers_exactly_what_the_checkpoint_needs(tmp_path):
+def test_model_state_dict_with_its_metadata_and_every_dtype_loads(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 1), torch.nn.BatchNorm2d(3))
+    tensors = {str(dtype): torch.zeros(2, dtype=dtype) for dtype in
+               (torch.float16, torch.bfloat16, torch.float64, torch.int8, torch.uint8, torch.int64, torch.bool)}
+    torch.save(dict(state_dict=model.state_dict(), tensors=tensors, size=torch.Size([2, 3]),
+                    device=torch.device('cpu'), parameter=torch.nn.Parameter(torch.ones(2))), tmp_path / 'm.pth')
+    loaded = load_checkpoint_safely(tmp_path / 'm.pth')
+    assert loaded['state_dict']._metadata == model.state_dict()._metadata  # OrderedDict state: BUILD
+    assert all(torch.equal(loaded['state_dict'][k], v) for k, v in model.state_dict().items())
+    assert {k: v.dtype for k, v in loaded['tensors'].items()} == {k: v.dtype for k, v in tensors.items()}
+    assert loaded['size'] == torch.Size([2, 3]) and loaded['device'] == torch.device('cpu')
+    assert isinstance(loaded['parameter'], torch.nn.Parameter)
+
+
+def test_allowlist_covers_what_the_checkpoint_needs_and_nothing_general(tmp_path):
     path = mmengine_like_checkpoint(tmp_path / 'ckpt.pth')
-    needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    assert needed <= allowlisted_names()
-    non_dtype = {name for name in allowlisted_names() if not name.startswith('numpy.dtypes.')}
-    assert non_dtype == {
-        'mmengine.logging.history_buffer.HistoryBuffer', 'numpy.ndarray', 'numpy.dtype',
-        'numpy._core.multiarray._reconstruct', 'numpy._core.multiarray.scalar',
-        'numpy.core.multiarray._reconstruct', 'numpy.core.multiarray.scalar', 'builtins.getattr'}
+    assert pickled_globals(path) <= set(allowed_globals())
+    outside_torch = {name for name in allowed_globals() if not name.startswith('torch.')}
+    assert outside_torch == {
+        HISTORY_BUFFER, 'numpy.ndarray', 'numpy.dtype', 'numpy._core.multiarray._reconstruct',
+        'numpy._core.multiarray.scalar', 'numpy.core.multiarray._reconstruct', 'numpy.core.multiarray.scalar',
+        'builtins.getattr', 'collections.OrderedDict', 'builtins.set', 'builtins.frozenset', 'builtins.complex',
+        'builtins.bytearray', 'builtins.slice', '_codecs.encode'}
+    functions = {name for name, value in allowed_globals().items() if callable(value) and name.startswith('torch.')
+                 and not isinstance(value, type)}
+    assert all(name.startswith(('torch._utils._rebuild_', 'torch.serialization._get_layout')) for name in functions)
 
 
-def test_history_buffer_and_getattr_are_bound_to_the_stand_ins():
-    entries = dict((name, obj) for obj, name in
-                   (e for e in checkpoint_safe_globals() if isinstance(e, tuple)))
-    assert entries['mmengine.logging.history_buffer.HistoryBuffer'] is HistoryBufferStandIn
-    assert entries['builtins.getattr'] is history_buffer_statistic
-    objects = [e[0] if isinstance(e, tuple) else e for e in checkpoint_safe_globals()]
-    assert HistoryBuffer not in objects  # its __setstate__ writes to the class
-    assert getattr not in objects
+def test_history_buffer_getattr_and_dtype_are_bound_to_the_stand_ins():
+    assert allowed_globals()[HISTORY_BUFFER] is HistoryBufferStandIn
+    assert allowed_globals()['builtins.getattr'] is history_buffer_statistic
+    assert allowed_globals()['numpy.dtype'] is numpy_dtype
+    assert HistoryBuffer not in allowed_globals().values()  # its __setstate__ writes to the class
+    assert getattr not in allowed_globals().values()
 
 
 @pytest.mark.parametrize('owner, name', [(HistoryBuffer, '__init__'), (HistoryBufferStandIn, 'update'),
@@ -171,16 +205,45 @@ def test_history_buffer_statistic_resolves_the_four_statistics():
         assert history_buffer_statistic(HistoryBufferStandIn, name) is getattr(HistoryBuffer, name)
 
 
-def test_the_attack_is_real_with_history_buffer_itself_allowlisted(tmp_path, statistics_methods):
-    # What allowlisting mmengine's HistoryBuffer (as this module did before) lets a checkpoint do: its
-    # __setstate__ rewrites the statistics of every HistoryBuffer in the process.
+@pytest.mark.skipif(not hasattr(HistoryBuffer, '__setstate__'),
+                    reason='this mmengine has no HistoryBuffer.__setstate__ (added in 0.8): nothing to attack')
+def test_the_attack_is_real_with_history_buffer_itself_allowlisted(tmp_path, statistics_methods, monkeypatch):
+    # What allowlisting mmengine's HistoryBuffer itself would let a checkpoint do: its __setstate__ rewrites
+    # the statistics of every HistoryBuffer in the process.
     path = crafted(tmp_path / 'evil.pth', history_state(statistics_methods={'mean': HistoryBuffer.max}))
-    naive = [HistoryBuffer] + [entry for entry in checkpoint_safe_globals()
-                               if not (isinstance(entry, tuple) and entry[0] is HistoryBufferStandIn)]
-    with torch.serialization.safe_globals(naive):
-        torch.load(path, weights_only=True)
+    naive = dict(allowed_globals(), **{HISTORY_BUFFER: HistoryBuffer})
+    monkeypatch.setattr(safe, 'allowed_globals', lambda: naive)
+    monkeypatch.setattr(safe, '_BUILDABLE', safe._BUILDABLE + (HistoryBuffer,))
+    load_checkpoint_safely(path)
     assert HistoryBuffer._statistics_methods['mean'] is HistoryBuffer.max
     assert HistoryBuffer([1.0, 3.0], [1, 1]).statistics('mean') == 3.0
+
+
+class StatefulReduce:
+    """Pickles as ``func(*args)`` followed by ``BUILD`` with ``state``."""
+
+    def __init__(self, func, args, state):
+        self.reduced = (func, args, state)
+
+    def __reduce__(self):
+        return self.reduced
+
+
+def test_build_on_a_shared_function_is_refused(tmp_path, statistics_methods):
+    # getattr(HistoryBuffer, 'min') is allowed; setting state on that function would change it for everyone.
+    path = poisoned(tmp_path / 'evil.pth', StatefulReduce(getattr, (HistoryBuffer, 'min'), {'evil': 1}))
+    with pytest.raises(UnsafeCheckpointError, match='it sets the state of HistoryBuffer.min'):
+        load_checkpoint_safely(path)
+    assert not hasattr(HistoryBuffer.min, 'evil')
+
+
+def test_a_numpy_dtype_is_always_a_copy_so_the_shared_one_keeps_its_state(tmp_path):
+    # numpy.dtype('f8', False, False) returns numpy's cached float64; BUILD would make it big-endian.
+    state = np.dtype('>f8').__reduce__()[2]
+    path = poisoned(tmp_path / 'evil.pth', StatefulReduce(np.dtype, ('f8', False, False), state))
+    loaded = load_checkpoint_safely(path)['meta']['note']
+    assert loaded.byteorder == '>'
+    assert np.dtype('f8').byteorder == '=' and np.zeros(1).dtype.byteorder == '='
 
 
 @pytest.mark.parametrize('changes, problem', [
@@ -198,7 +261,7 @@ def test_crafted_history_buffer_state_is_refused_and_class_state_unchanged(tmp_p
     with pytest.raises(UnsafeCheckpointError) as info:
         load_checkpoint_safely(path)
     assert str(info.value).startswith(f'refusing to load checkpoint {path}: its HistoryBuffer state {problem}')
-    assert info.value.refused_global == 'mmengine.logging.history_buffer.HistoryBuffer'
+    assert info.value.refused_global == HISTORY_BUFFER
     assert HistoryBuffer._statistics_methods == statistics_methods
     assert all(HistoryBuffer._statistics_methods[name] is getattr(HistoryBuffer, name)
                for name in ('min', 'max', 'current', 'mean'))
@@ -261,6 +324,23 @@ def test_text_file_is_named_as_unreadable(tmp_path):
 
 
 # ----- the scope: mmengine's CheckpointLoader, not torch.load -----
+
+def test_the_private_mmengine_helpers_behave_as_relied_on(tmp_path, monkeypatch):
+    # No public API does these; checkpoint.py relies on exactly this behaviour, at every tested mmengine.
+    assert safe._MMENGINE_PRIVATE == ('CheckpointLoader._schemes', '_get_mmengine_home',
+                                      '_process_mmcls_checkpoint')
+    monkeypatch.setenv('MMENGINE_HOME', str(tmp_path / 'home'))
+    assert safe._get_mmengine_home() == str(tmp_path / 'home')
+    mmcls = safe._process_mmcls_checkpoint({'state_dict': {'backbone.conv.weight': 1, 'head.fc.weight': 2}})
+    assert mmcls['state_dict'] == {'conv.weight': 1}
+    loader = lambda filename, map_location=None: filename  # noqa: E731
+    CheckpointLoader.register_scheme('ghm-test://', loader)
+    try:
+        assert CheckpointLoader._schemes['ghm-test://'] is loader
+        assert CheckpointLoader.load_checkpoint('ghm-test://x', logger='silent') == 'ghm-test://x'
+    finally:
+        del CheckpointLoader._schemes['ghm-test://']
+
 
 def mmengine_own_prefixes():
     return {prefix for prefix, loader in CheckpointLoader._schemes.items()
