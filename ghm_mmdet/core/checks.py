@@ -5,6 +5,8 @@ import numbers
 import torch
 from torch import Tensor
 
+from .compat import assert_async, check_traced_route, is_compiling
+
 REDUCTIONS = ('none', 'mean', 'sum')
 
 
@@ -63,12 +65,44 @@ def check_reduction(reduction, name: str = 'reduction') -> str:
     return reduction
 
 
-def check_floating(tensor, name: str) -> Tensor:
+def check_floating(tensor, name: str, min_dim: int = 0) -> Tensor:
     if not isinstance(tensor, Tensor):
         raise GHMArgumentTypeError(f'{name} must be a torch.Tensor, got {type(tensor).__name__}')
     if not tensor.is_floating_point():
         raise GHMArgumentTypeError(f'{name} must be a floating-point tensor, got dtype {tensor.dtype}')
+    if tensor.dim() < min_dim:
+        raise GHMArgumentError(f'{name} must have at least {min_dim} dimension(s) (..., C), got a '
+                               f'{tensor.dim()}-d tensor of shape {tuple(tensor.shape)}')
     return tensor
+
+
+def check_bool_mask(mask, name: str) -> None:
+    if not isinstance(mask, Tensor):
+        raise GHMArgumentTypeError(f'{name} must be a torch.Tensor, got {type(mask).__name__}')
+    if mask.dtype != torch.bool:
+        raise GHMArgumentTypeError(f'{name} must be a bool tensor (True = takes part), got dtype {mask.dtype}; '
+                                   f'for weights pass {name}=weights > 0')
+
+
+def _check_on_host_or_assert(in_range: Tensor, tensor: Tensor, message: str) -> None:
+    """Raise naming a bad value on the CPU; on an accelerator, or while compiling, a device-side
+    assertion, so that the check never waits for the device."""
+    if tensor.device.type == 'cpu' and not is_compiling():
+        if not bool(in_range.all()):
+            raise GHMArgumentError(f'{message}, got {tensor[~in_range][0].item()}')
+    else:
+        if is_compiling():
+            check_traced_route()  # before an op that an old torch cannot trace
+        assert_async(in_range.all(), message)
+
+
+def check_unit_interval(targets: Tensor, name: str = 'targets') -> None:
+    """Binary or soft targets must lie in [0, 1] (NaN is refused too): outside, ``|sigmoid(x) - t|`` falls
+    outside every unit region and the entry would silently count for nothing. Checked as labels are."""
+    if targets.dtype == torch.bool:
+        return
+    _check_on_host_or_assert((targets >= 0) & (targets <= 1), targets,
+                             f'{name}: binary or soft targets must be in [0, 1]')
 
 
 def check_same_shape(tensor: Tensor, name: str, reference: Tensor, reference_name: str) -> None:
@@ -87,12 +121,6 @@ def check_labels_in_range(labels: Tensor, num_classes: int, name: str = 'target'
     accelerator, or while compiling, it becomes a device-side assertion so that it never waits for the
     device.
     """
-    in_range = (labels >= 0) & (labels <= num_classes)
     accepted = f'[0, {num_classes}]' + (f' ({num_classes} = background)' if background else '')
-    message = f'{name}: integer labels must be in {accepted}'
-    if labels.device.type == 'cpu' and not torch.compiler.is_compiling():
-        if not bool(in_range.all()):
-            bad = labels[~in_range][0]
-            raise GHMArgumentError(f'{message}, got {int(bad)}')
-    else:
-        torch._assert_async(in_range.all(), message)
+    _check_on_host_or_assert((labels >= 0) & (labels <= num_classes), labels,
+                             f'{name}: integer labels must be in {accepted}')

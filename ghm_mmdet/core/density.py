@@ -19,7 +19,6 @@ Both compare the float32 gradient norm with the same float32 edges, so they put 
 region (tested at every edge +-1 ulp). Per-bin arithmetic (a handful of numbers) runs in float64 so that
 counts above 2**24 stay exact; every full-size tensor stays float32 or integer.
 """
-import math
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -56,11 +55,14 @@ def edge_values(bins: int, last_edge: float) -> Tuple[float, ...]:
 
 
 def _round_to_float32(value: float) -> float:
-    """``value`` rounded to the nearest float32, ties to even (normal range)."""
-    if value == 0.0:
-        return 0.0
-    mantissa, exponent = math.frexp(value)
-    return math.ldexp(round(mantissa * 2.0**24), exponent - 24)
+    """``value`` rounded to the nearest float32 (normal range), by Veltkamp's split of the float64.
+
+    ``c - (c - value)`` with ``c = value * (2**29 + 1)`` keeps the 24 leading bits of the 53-bit mantissa,
+    rounded to nearest (Dekker 1971): arithmetic alone, which every supported torch's Dynamo folds into a
+    constant (torch 2.0 cannot trace ``math.frexp``).
+    """
+    scaled = value * float(2**29 + 1)
+    return scaled - (scaled - value)
 
 
 def bin_indices(gradient_norm: Tensor, edges: Tensor, valid: Optional[Tensor] = None) -> Tensor:

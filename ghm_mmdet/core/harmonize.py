@@ -32,8 +32,9 @@ class Density(NamedTuple):
     floor: Optional[Tensor]
 
 
-def harmonize(counts: Tensor, total: Tensor, num_valid: Tensor, acc_sum: Tensor, momentum: float,
-              floor: Optional[Tensor] = None, all_reduce: Optional[AllReduce] = None) -> Density:
+def harmonize(counts: Tensor, total: Tensor, acc_sum: Tensor, momentum: float, *,
+              num_valid: Optional[Tensor] = None, floor: Optional[Tensor] = None,
+              all_reduce: Optional[AllReduce] = None) -> Density:
     """Beta per unit region from this call's counts (Eq. 6-9 of arXiv:1811.05181).
 
     mmdet's moving average: only non-empty regions are updated, ``S_k <- m * S_k + (1 - m) * R_k``, and
@@ -45,9 +46,10 @@ def harmonize(counts: Tensor, total: Tensor, num_valid: Tensor, acc_sum: Tensor,
     Args:
         counts: ``(bins,)`` float64 counts of this call.
         total: float64 scalar ``N`` before clamping to at least 1.
-        num_valid: float64 scalar number of valid entries.
         acc_sum: ``(bins,)`` float32 state (zeros before the first call).
         momentum: in [0, 1).
+        num_valid: float64 scalar number of valid entries; ``None``: ``total`` (every valid entry has
+            weight 1, as in GHM-C).
         floor: float32 scalar warm-start state, or ``None`` for mmdet's moving average.
         all_reduce: optional function summing a float64 tensor over workers (in place, or returning the
             sum); with it the density and ``N`` are those of the whole distributed batch.
@@ -56,7 +58,8 @@ def harmonize(counts: Tensor, total: Tensor, num_valid: Tensor, acc_sum: Tensor,
         :class:`Density`; the state is returned, never modified in place.
     """
     bins = counts.numel()
-    total, num_valid = total.double(), num_valid.double()
+    total = total.double()
+    num_valid = total if num_valid is None else num_valid.double()
     if all_reduce is not None:
         stats = torch.cat([counts, num_valid.view(1), total.view(1)])
         reduced = all_reduce(stats)

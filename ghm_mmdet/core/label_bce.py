@@ -41,6 +41,16 @@ def label_entries(labels: Tensor, num_classes: int) -> Tuple[Tensor, Tensor]:
     return rows * num_classes + labels.clamp(max=num_classes - 1), labels < num_classes
 
 
+def set_at_labels(values: Tensor, flat_index: Tensor, positive: Tensor,
+                  at_label: Callable[[Tensor], Tensor]) -> Tensor:
+    """In place on the contiguous ``values``: the entry ``(i, label_i)`` of each positive row becomes
+    ``at_label(entry)``, where the one-hot target is 1 instead of 0. Returns ``values``."""
+    flat = values.view(-1)
+    entries = flat[flat_index]
+    flat[flat_index] = torch.where(positive, at_label(entries), entries)
+    return values
+
+
 def label_gradient_norm(logits: Tensor, flat_index: Tensor, positive: Tensor,
                         valid_rows: Optional[Tensor]) -> Tensor:
     """``(N, C)`` contiguous float32 ``|sigmoid(x) - t|``, +inf on rows that are not valid (never counted).
@@ -49,12 +59,19 @@ def label_gradient_norm(logits: Tensor, flat_index: Tensor, positive: Tensor,
     """
     gradient_norm = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
     torch.sigmoid(logits.detach().float(), out=gradient_norm)
-    flat = gradient_norm.view(-1)
-    at_label = flat[flat_index]
-    flat[flat_index] = torch.where(positive, 1.0 - at_label, at_label)
+    set_at_labels(gradient_norm, flat_index, positive, lambda p: 1.0 - p)
     if valid_rows is not None:
         gradient_norm.masked_fill_(~valid_rows.unsqueeze(-1), float('inf'))
     return gradient_norm
+
+
+def loss_shares(weighted_loss: Tensor, gradient_norm: Tensor) -> Tensor:
+    """``(3,)`` sums of the detached ``beta * loss``: over all entries, over the easy ones (``g`` below
+    :data:`EASY_BELOW`) and over the outliers (``g`` above :data:`OUTLIER_ABOVE`), in its dtype."""
+    weighted_loss = weighted_loss.detach()
+    return torch.stack([weighted_loss.sum(),
+                        torch.where(gradient_norm < EASY_BELOW, weighted_loss, 0.0).sum(),
+                        torch.where(gradient_norm > OUTLIER_ABOVE, weighted_loss, 0.0).sum()])
 
 
 def row_chunks(num_rows: int, num_classes: int) -> List[slice]:
@@ -66,10 +83,8 @@ def row_chunks(num_rows: int, num_classes: int) -> List[slice]:
 def _label_bce(logits: Tensor, flat_index: Tensor, positive: Tensor) -> Tensor:
     """``(n, C)`` float32 ``BCE(x, onehot)``: ``softplus(x)``, and ``softplus(-x)`` at the label."""
     x = logits.float()
-    loss = F.softplus(x).contiguous()
-    flat = loss.view(-1)
-    flat[flat_index] = torch.where(positive, F.softplus(-x.reshape(-1)[flat_index]), flat[flat_index])
-    return loss
+    at_label = x.reshape(-1)[flat_index]
+    return set_at_labels(F.softplus(x).contiguous(), flat_index, positive, lambda _: F.softplus(-at_label))
 
 
 def harmonized_label_bce(logits: Tensor, labels: Tensor, valid_rows: Optional[Tensor], edges: Tensor,
@@ -117,12 +132,11 @@ def harmonized_label_bce(logits: Tensor, labels: Tensor, valid_rows: Optional[Te
     for rows in chunks:
         flat_index, positive = label_entries(labels[rows], num_classes)
         weighted = _label_bce(x[rows], flat_index, positive).mul_(gather_weights(table, regions[rows].int()))
-        chunk_sums = [weighted.sum()]
         if record_shares:
-            gradient_norm = label_gradient_norm(x[rows], flat_index, positive, None)
-            chunk_sums += [torch.where(gradient_norm < EASY_BELOW, weighted, 0.0).sum(),
-                           torch.where(gradient_norm > OUTLIER_ABOVE, weighted, 0.0).sum()]
-        sums += torch.stack(chunk_sums)  # float32 within a chunk, float64 across chunks
+            chunk_sums = loss_shares(weighted, label_gradient_norm(x[rows], flat_index, positive, None))
+        else:
+            chunk_sums = weighted.sum().view(1)
+        sums += chunk_sums  # float32 within a chunk, float64 across chunks
     loss = _WeightedLabelBCE.apply(logits, sums[0].float(), labels, regions, table)
     return loss, density, (sums if record_shares else None)
 
@@ -154,9 +168,8 @@ class _WeightedLabelBCE(torch.autograd.Function):
         x = logits.detach()
         for rows in row_chunks(logits.shape[0], num_classes):
             flat_index, positive = label_entries(labels[rows], num_classes)
-            probs = torch.sigmoid(x[rows].float()).contiguous()
-            flat = probs.view(-1)
-            flat[flat_index] = flat[flat_index] - positive.float()
+            probs = set_at_labels(torch.sigmoid(x[rows].float()).contiguous(), flat_index, positive,
+                                  lambda p: p - 1.0)
             torch.mul(probs, gather_weights(table, regions[rows].int()), out=grad[rows])
             grad[rows].mul_(grad_output)  # while the chunk is in cache
         return grad.to(logits.dtype), None, None, None, None

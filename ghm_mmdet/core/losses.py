@@ -8,19 +8,24 @@ Each public function checks its arguments once, then runs one of two forms of th
 eager (``bucketize``/``bincount`` and hand-fused label passes) or, while ``torch.compile`` traces it, a
 plain expression whose binning and counting Inductor fuses into one pass (:mod:`.density`).
 """
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checks import (GHMArgumentError, GHMArgumentTypeError, check_bins, check_floating, check_labels_in_range,
-                     check_momentum, check_positive, check_reduction, check_same_shape)
-from .density import (GHMC_LAST_EDGE, GHMR_LAST_EDGE, bin_counts, bin_indices, edge_values,
-                      fused_bin_counts, fused_weights, gather_weights, unit_region_edges, weight_table)
+from .checks import (GHMArgumentError, GHMArgumentTypeError, check_bins, check_bool_mask, check_floating,
+                     check_labels_in_range, check_momentum, check_positive, check_reduction, check_same_shape,
+                     check_unit_interval)
+from .density import (GHMC_LAST_EDGE, GHMR_LAST_EDGE, bin_counts, bin_indices, edge_values, fused_bin_counts,
+                      fused_weights, gather_weights, unit_region_edges, weight_table)
 from .gradient_norm import asl1_gradient_norm, asl1_loss, sigmoid_gradient_norm
 from .harmonize import AllReduce, Density, harmonize
-from .label_bce import EASY_BELOW, OUTLIER_ABOVE, harmonized_label_bce
+from .label_bce import harmonized_label_bce, loss_shares
+from .routes import Route, choose_route
+
+#: Unit-region edges as the eager routes bin with them (a tensor) or as the traced route does (floats).
+Edges = Union[Tensor, Tuple[float, ...]]
 
 
 class GHMResult(NamedTuple):
@@ -78,11 +83,10 @@ def ghm_c_loss(logits: Tensor, targets: Tensor, valid: Optional[Tensor] = None,
         loss_cls, acc_sum = ghm_c_loss(logits, labels, valid, acc_sum, bins=30, momentum=0.75)
     """
     bins, momentum, reduction = check_bins(bins), check_momentum(momentum), check_reduction(reduction)
-    check_floating(logits, 'logits')
-    is_labels = check_ghm_c_targets(logits, targets, valid)
+    check_floating(logits, 'logits', min_dim=1)
+    check_ghm_c_targets(logits, targets, valid)
     acc_sum = initial_acc_sum(acc_sum, bins, logits.device)
-    result = ghm_c(logits, targets, valid, is_labels, acc_sum, bins=bins, momentum=momentum,
-                   reduction=reduction)
+    result = ghm_c(logits, targets, valid, acc_sum, momentum=momentum, reduction=reduction)
     return result.loss, result.density.acc_sum
 
 
@@ -111,11 +115,10 @@ def ghm_c_softmax_loss(logits: Tensor, labels: Tensor, valid: Optional[Tensor] =
         ``(loss, acc_sum)``, as :func:`ghm_c_loss`.
     """
     bins, momentum, reduction = check_bins(bins), check_momentum(momentum), check_reduction(reduction)
-    check_floating(logits, 'logits')
+    check_floating(logits, 'logits', min_dim=1)
     check_softmax_targets(logits, labels, valid)
     acc_sum = initial_acc_sum(acc_sum, bins, logits.device)
-    result = ghm_c_softmax(logits, labels, valid, acc_sum, bins=bins, momentum=momentum,
-                           reduction=reduction)
+    result = ghm_c_softmax(logits, labels, valid, acc_sum, momentum=momentum, reduction=reduction)
     return result.loss, result.density.acc_sum
 
 
@@ -149,8 +152,7 @@ def ghm_r_loss(pred: Tensor, target: Tensor, weight: Optional[Tensor] = None,
     if weight is not None:
         check_same_shape(weight, 'weight', pred, 'pred')
     acc_sum = initial_acc_sum(acc_sum, bins, pred.device)
-    result = ghm_r(pred, target, weight, acc_sum, mu=mu, bins=bins, momentum=momentum,
-                   reduction=reduction)
+    result = ghm_r(pred, target, weight, acc_sum, mu=mu, momentum=momentum, reduction=reduction)
     return result.loss, result.density.acc_sum
 
 
@@ -185,10 +187,13 @@ def check_ghm_c_targets(logits: Tensor, targets, valid: Optional[Tensor],
     logits_name, targets_name, valid_name = names
     if not isinstance(targets, Tensor):
         raise GHMArgumentTypeError(f'{targets_name} must be a torch.Tensor, got {type(targets).__name__}')
+    if valid is not None:
+        check_bool_mask(valid, valid_name)
     if targets.dim() == logits.dim():
         check_same_shape(targets, targets_name, logits, logits_name)
         if valid is not None:
             check_same_shape(valid, valid_name, logits, logits_name)
+        check_unit_interval(targets, targets_name)
         return False
     if not is_label_target(logits, targets):
         raise GHMArgumentError(
@@ -214,41 +219,39 @@ def check_softmax_targets(logits: Tensor, labels, valid: Optional[Tensor],
         raise GHMArgumentError(f'{labels_name} must be integer labels of shape {tuple(logits.shape[:-1])} '
                                f'for softmax {logits_name} {tuple(logits.shape)}, got {got}')
     if valid is not None:
+        check_bool_mask(valid, valid_name)
         check_same_shape(valid, valid_name, labels, labels_name)
     check_labels_in_range(labels, logits.shape[-1] - 1, labels_name, background=False)
 
 
 # --------------------------------------------------------------------------------------------------
-# The computations, for arguments already checked
+# The computations, for arguments already checked; choose_route (routes.py) picks the form.
 # --------------------------------------------------------------------------------------------------
 
 
-def _harmonizer(total: Tensor, num_valid: Tensor, acc_sum: Tensor, momentum: float,
-                floor: Optional[Tensor], all_reduce: Optional[AllReduce]) -> Callable[[Tensor], Density]:
-    return lambda counts: harmonize(counts, total, num_valid, acc_sum, momentum, floor, all_reduce)
+def _harmonizer(total: Tensor, acc_sum: Tensor, momentum: float, floor: Optional[Tensor],
+                all_reduce: Optional[AllReduce], num_valid: Optional[Tensor] = None) -> Callable[[Tensor], Density]:
+    # A closure, not functools.partial: torch 2.0's Dynamo cannot trace partial.
+    return lambda counts: harmonize(counts, total, acc_sum, momentum, num_valid=num_valid, floor=floor,
+                                    all_reduce=all_reduce)
 
 
-def _edges(edges: Optional[Tensor], bins: int, last_edge: float, device) -> Tensor:
+def _edges(route: Route, bins: int, last_edge: float, edges: Optional[Tensor], device) -> Edges:
+    """The edges in the form the route bins with: Python floats to trace, else the float32 tensor."""
+    if route is Route.TRACED:
+        return edge_values(bins, last_edge)
     return unit_region_edges(bins, last_edge, device) if edges is None else edges
 
 
-def _weights(gradient_norm: Tensor, valid: Optional[Tensor], bins: int, last_edge: float,
-             harmonizer: Callable[[Tensor], Density], edges: Optional[Tensor]) -> Tuple[Tensor, Density]:
-    """Beta of every entry and the density, in the eager or the traced form."""
-    if torch.compiler.is_compiling():
-        values = edge_values(bins, last_edge)
-        density = harmonizer(fused_bin_counts(gradient_norm, valid, values))
-        return fused_weights(gradient_norm, valid, density.beta.float(), values), density
-    index = bin_indices(gradient_norm, _edges(edges, bins, last_edge, gradient_norm.device), valid)
-    density = harmonizer(bin_counts(index, bins))
+def _weights(gradient_norm: Tensor, valid: Optional[Tensor], edges: Edges,
+             harmonizer: Callable[[Tensor], Density]) -> Tuple[Tensor, Density]:
+    """Beta of every entry and the density, traced (``edges`` as floats) or eager (as a tensor)."""
+    if isinstance(edges, tuple):
+        density = harmonizer(fused_bin_counts(gradient_norm, valid, edges))
+        return fused_weights(gradient_norm, valid, density.beta.float(), edges), density
+    index = bin_indices(gradient_norm, edges, valid)
+    density = harmonizer(bin_counts(index, edges.numel() - 1))
     return gather_weights(weight_table(density.beta), index), density
-
-
-def _shares(weighted_loss: Tensor, gradient_norm: Tensor) -> Tensor:
-    weighted_loss = weighted_loss.detach()
-    return torch.stack([weighted_loss.sum(),
-                        torch.where(gradient_norm < EASY_BELOW, weighted_loss, 0.0).sum(),
-                        torch.where(gradient_norm > OUTLIER_ABOVE, weighted_loss, 0.0).sum()]).double()
 
 
 def _reduce(weighted_loss: Tensor, reduction: str, total: Tensor) -> Tensor:
@@ -264,40 +267,46 @@ def _count(valid: Optional[Tensor], size: int, device) -> Tensor:
     return valid.sum(dtype=torch.float64)
 
 
-def ghm_c(logits: Tensor, targets: Tensor, valid: Optional[Tensor], is_labels: bool, acc_sum: Tensor,
-          *, bins: int, momentum: float, reduction: str, floor: Optional[Tensor] = None,
-          all_reduce: Optional[AllReduce] = None, record_shares: bool = False,
-          edges: Optional[Tensor] = None) -> GHMResult:
-    """:func:`ghm_c_loss` for checked arguments, with the module options (warm start, synchronised
-    statistics, the ``edges`` a module keeps) and the statistics."""
-    num_classes = logits.shape[-1]
-    if is_labels:
+def _weighted_and_shares(loss: Tensor, weights: Tensor, gradient_norm: Tensor,
+                         record_shares: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    weighted = loss * weights
+    return weighted, (loss_shares(weighted, gradient_norm).double() if record_shares else None)
+
+
+def ghm_c(logits: Tensor, targets: Tensor, valid: Optional[Tensor], acc_sum: Tensor, *, momentum: float,
+          reduction: str, edges: Optional[Tensor] = None, floor: Optional[Tensor] = None,
+          all_reduce: Optional[AllReduce] = None, record_shares: bool = False) -> GHMResult:
+    """:func:`ghm_c_loss` for checked arguments, with the module options (the ``edges`` buffer, warm-start
+    ``floor``, synchronised statistics) and the statistics; ``bins`` is ``acc_sum``'s size."""
+    bins, num_classes = acc_sum.numel(), logits.shape[-1]
+    labels = is_label_target(logits, targets)
+    if labels:
         logits = logits.reshape(-1, num_classes)
         targets = targets.reshape(-1).long()
         valid = None if valid is None else valid.reshape(-1)
         num_valid = _count(valid, targets.numel(), logits.device) * num_classes
     else:
         num_valid = _count(valid, logits.numel(), logits.device)
-    harmonizer = _harmonizer(num_valid, num_valid, acc_sum, momentum, floor, all_reduce)
+    harmonizer = _harmonizer(num_valid, acc_sum, momentum, floor, all_reduce)
+    route = choose_route(logits.device, labels=labels, summed=reduction != 'none')
+    edges = _edges(route, bins, GHMC_LAST_EDGE, edges, logits.device)
 
-    if is_labels and reduction != 'none' and not torch.compiler.is_compiling():
-        # Eager, the usual RetinaNet case: the hand-fused label passes (no one-hot target).
-        loss_sum, density, shares = harmonized_label_bce(
-            logits.contiguous(), targets, valid, _edges(edges, bins, GHMC_LAST_EDGE, logits.device),
-            harmonizer, record_shares)
+    if route is Route.LABEL_FUSED:
+        loss_sum, density, shares = harmonized_label_bce(logits.contiguous(), targets, valid, edges, harmonizer,
+                                                         record_shares)
         return GHMResult(_reduce(loss_sum, reduction, density.total), density, shares)
 
     x = logits.float()
-    if is_labels:
-        # One-hot by broadcasting: materialised in eager mode ('none'), fused away under compile.
+    if labels:
+        # One-hot by broadcasting: materialised in eager mode, fused away under compile.
         targets = targets.unsqueeze(-1) == torch.arange(num_classes, device=targets.device)
         valid = None if valid is None else valid.unsqueeze(-1)
     targets = targets.to(x.dtype)
     gradient_norm = sigmoid_gradient_norm(x, targets)
-    weights, density = _weights(gradient_norm, valid, bins, GHMC_LAST_EDGE, harmonizer, edges)
+    weights, density = _weights(gradient_norm, valid, edges, harmonizer)
     if reduction == 'none' or record_shares:
-        weighted = F.binary_cross_entropy_with_logits(x, targets, weight=weights, reduction='none')
-        shares = _shares(weighted, gradient_norm) if record_shares else None
+        bce = F.binary_cross_entropy_with_logits(x, targets, reduction='none')
+        weighted, shares = _weighted_and_shares(bce, weights, gradient_norm, record_shares)
     else:
         del gradient_norm  # free it before the BCE allocates
         # reduction='sum' inside the fused BCE never materialises the per-entry loss.
@@ -313,58 +322,45 @@ def softmax_gradient_norm(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def ghm_c_softmax(logits: Tensor, labels: Tensor, valid: Optional[Tensor], acc_sum: Tensor, *,
-                  bins: int, momentum: float, reduction: str, floor: Optional[Tensor] = None,
-                  all_reduce: Optional[AllReduce] = None, record_shares: bool = False,
-                  edges: Optional[Tensor] = None) -> GHMResult:
+                  momentum: float, reduction: str, edges: Optional[Tensor] = None,
+                  floor: Optional[Tensor] = None, all_reduce: Optional[AllReduce] = None,
+                  record_shares: bool = False) -> GHMResult:
     """:func:`ghm_c_softmax_loss` for checked arguments (module options and statistics as :func:`ghm_c`)."""
     labels = labels.long()
     num_valid = _count(valid, labels.numel(), logits.device)
-    harmonizer = _harmonizer(num_valid, num_valid, acc_sum, momentum, floor, all_reduce)
+    harmonizer = _harmonizer(num_valid, acc_sum, momentum, floor, all_reduce)
+    route = choose_route(logits.device, loss='ghm_c_softmax', summed=reduction != 'none')
+    edges = _edges(route, acc_sum.numel(), GHMC_LAST_EDGE, edges, logits.device)
     cross_entropy = -F.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     gradient_norm = softmax_gradient_norm(logits, labels)
-    weights, density = _weights(gradient_norm, valid, bins, GHMC_LAST_EDGE, harmonizer, edges)
-    weighted = cross_entropy * weights
-    shares = _shares(weighted, gradient_norm) if record_shares else None
+    weights, density = _weights(gradient_norm, valid, edges, harmonizer)
+    weighted, shares = _weighted_and_shares(cross_entropy, weights, gradient_norm, record_shares)
     return GHMResult(_reduce(weighted, reduction, density.total), density, shares)
 
 
 def ghm_r(pred: Tensor, target: Tensor, weight: Optional[Tensor], acc_sum: Tensor, *, mu: float,
-          bins: int, momentum: float, reduction: str, floor: Optional[Tensor] = None,
-          all_reduce: Optional[AllReduce] = None, edges: Optional[Tensor] = None) -> GHMResult:
+          momentum: float, reduction: str, edges: Optional[Tensor] = None, floor: Optional[Tensor] = None,
+          all_reduce: Optional[AllReduce] = None) -> GHMResult:
     """:func:`ghm_r_loss` for checked arguments (module options and statistics as :func:`ghm_c`).
 
-    Eager on the CPU with weights and a summed loss, only the entries with ``weight > 0`` are computed
-    (RetinaNet weights about 1% of its anchors' deltas): an entry with weight 0 is not counted, adds
-    exactly 0 to the loss and gets a zero gradient, so the density, beta and every gradient are those of
-    the full computation. Elsewhere the computation stays dense: selecting the entries needs ``nonzero``,
-    whose output size would sync an accelerator with the host, and a traced graph wants static shapes.
+    On :attr:`Route.SELECTED` only the entries with ``weight > 0`` are computed: an entry with weight 0 is
+    not counted, adds exactly 0 to the loss and gets a zero gradient, so the density, beta and every
+    gradient are those of the dense computation.
     """
-    if (weight is not None and reduction != 'none' and pred.device.type == 'cpu'
-            and not torch.compiler.is_compiling()):
-        return _ghm_r_selected(pred, target, weight, acc_sum, mu=mu, bins=bins, momentum=momentum,
-                               reduction=reduction, floor=floor, all_reduce=all_reduce, edges=edges)
+    route = choose_route(pred.device, loss='ghm_r', weighted=weight is not None, summed=reduction != 'none')
+    edges = _edges(route, acc_sum.numel(), GHMR_LAST_EDGE, edges, pred.device)
+    valid = None
+    if route is Route.SELECTED:
+        selected = (weight.reshape(-1) > 0).nonzero().squeeze(1)
+        pred, target = pred.reshape(-1).index_select(0, selected), target.reshape(-1).index_select(0, selected)
+        num_valid = torch.full((), selected.numel(), dtype=torch.float64)
+    elif weight is not None:
+        valid = weight > 0
+        num_valid = valid.sum(dtype=torch.float64)
     diff = pred.float() - target.float()
     if weight is None:
-        valid = None
-        total = num_valid = _count(None, diff.numel(), diff.device)
-    else:
-        valid = weight > 0
-        total, num_valid = weight.sum(dtype=torch.float64), valid.sum(dtype=torch.float64)
-    harmonizer = _harmonizer(total, num_valid, acc_sum, momentum, floor, all_reduce)
-    weights, density = _weights(asl1_gradient_norm(diff, mu), valid, bins, GHMR_LAST_EDGE, harmonizer,
-                                edges)
-    return GHMResult(_reduce(asl1_loss(diff, mu) * weights, reduction, density.total), density, None)
-
-
-def _ghm_r_selected(pred: Tensor, target: Tensor, weight: Tensor, acc_sum: Tensor, *, mu: float, bins: int,
-                    momentum: float, reduction: str, floor: Optional[Tensor], all_reduce: Optional[AllReduce],
-                    edges: Optional[Tensor]) -> GHMResult:
-    """:func:`ghm_r` on the entries with ``weight > 0`` only (CPU, eager, ``'sum'`` or ``'mean'``)."""
-    selected = (weight.reshape(-1) > 0).nonzero().squeeze(1)
-    diff = (pred.reshape(-1).index_select(0, selected).float()
-            - target.reshape(-1).index_select(0, selected).float())
-    total = weight.sum(dtype=torch.float64)
-    num_valid = torch.full((), selected.numel(), dtype=torch.float64)
-    harmonizer = _harmonizer(total, num_valid, acc_sum, momentum, floor, all_reduce)
-    weights, density = _weights(asl1_gradient_norm(diff, mu), None, bins, GHMR_LAST_EDGE, harmonizer, edges)
+        num_valid = _count(None, diff.numel(), diff.device)
+    total = num_valid if weight is None else weight.sum(dtype=torch.float64)
+    harmonizer = _harmonizer(total, acc_sum, momentum, floor, all_reduce, num_valid)
+    weights, density = _weights(asl1_gradient_norm(diff, mu), valid, edges, harmonizer)
     return GHMResult(_reduce(asl1_loss(diff, mu) * weights, reduction, density.total), density, None)

@@ -75,7 +75,6 @@ def warm_start_ghm_weights(probs: Tensor,
     valid = valid_mask > 0
     index = bin_indices((probs.detach().float() - targets.float()).abs(), edges, valid)
     num_valid = valid.sum(dtype=torch.float64)
-    density = harmonize(bin_counts(index, bins), num_valid, num_valid, state.acc_sum, momentum,
-                        floor=state.floor)
+    density = harmonize(bin_counts(index, bins), num_valid, state.acc_sum, momentum, floor=state.floor)
     weights = gather_weights(weight_table(density.beta), index)
     return weights, WarmStartState(density.acc_sum, density.floor)

@@ -18,7 +18,7 @@ F64 = torch.float64
 def harmonizing_weights(index, bins, total, momentum=0.0, acc_sum=None, all_reduce=None):
     """Per-entry beta from region indices through the eager path's steps."""
     acc_sum = torch.zeros(bins) if acc_sum is None else acc_sum
-    density = harmonize(bin_counts(index, bins), total, total, acc_sum, momentum, all_reduce=all_reduce)
+    density = harmonize(bin_counts(index, bins), total, acc_sum, momentum, all_reduce=all_reduce)
     return gather_weights(weight_table(density.beta), index), density
 
 

@@ -102,8 +102,8 @@ def test_double_backward_equals_the_one_hot_bce_reference(target_kind):
     def reference(x):  # BCE weighted by the same beta, which is a constant of x
         if 'w' not in weights_holder:
             from ghm_mmdet.core.losses import ghm_c
-            result = ghm_c(x.detach(), one_hot(labels, 4), valid[:, None].expand(50, 4), False,
-                           torch.zeros(5), bins=5, momentum=0.0, reduction='none')
+            result = ghm_c(x.detach(), one_hot(labels, 4), valid[:, None].expand(50, 4),
+                           torch.zeros(5), momentum=0.0, reduction='none')
             bce = F.binary_cross_entropy_with_logits(x.detach(), one_hot(labels, 4), reduction='none')
             weights_holder['w'] = torch.where(bce > 0, result.loss / bce, 0.0)
             weights_holder['n'] = result.density.total.float()
@@ -147,7 +147,7 @@ def test_chunked_passes_equal_one_chunk(monkeypatch, record_shares):
         monkeypatch.setattr(label_bce, 'CHUNK_ENTRIES', chunk_entries)
         assert len(label_bce.row_chunks(301, 7)) == (1 if chunk_entries > 4 * 7 else 76)
         x = logits.clone().requires_grad_()
-        result = losses.ghm_c(x, labels, valid, True, torch.full((30,), 50.0), bins=30, momentum=0.75,
+        result = losses.ghm_c(x, labels, valid, torch.full((30,), 50.0), momentum=0.75,
                               reduction='sum', record_shares=record_shares)
         result.loss.backward()
         results[chunk_entries] = result, x.grad

@@ -6,8 +6,11 @@ import torch.nn.functional as F
 from mmdet.models.losses import ghm_loss as mmdet_ghm
 
 from ghm_mmdet import core
+from ghm_mmdet.core import compat
 from ghm_mmdet.core import (GHMArgumentError, GHMArgumentTypeError, ghm_c_loss, ghm_c_softmax_loss,
                             ghm_r_loss)
+
+pytestmark = pytest.mark.compat
 
 
 def test_public_surface_is_what_a_user_needs():
@@ -177,10 +180,16 @@ def test_softmax_moving_average_equals_the_sigmoid_one_on_the_same_gradient_norm
 # ---------------------------------------------------------------- compiled against eager
 
 
+#: The traced route needs torch >= 2.1 (ghm_mmdet.core.compat); older torch refuses it (tested below).
+needs_traced_route = pytest.mark.skipif(compat.TORCH_VERSION < compat.TRACED_ROUTE_MIN_TORCH,
+                                        reason='torch 2.0 compiles the GHM losses wrongly; they refuse it')
+
+
 def compiled(fn):
     return torch.compile(fn, fullgraph=True, dynamic=True)
 
 
+@needs_traced_route
 @pytest.mark.parametrize('case', ['labels', 'one_hot', 'none', 'softmax', 'ghm_r'])
 def test_compiled_form_equals_eager_value_gradient_and_state(case):
     """The fused (traced) form and the eager form share the mathematics; this is the fast check."""
@@ -234,6 +243,23 @@ def test_compiled_form_equals_eager_value_gradient_and_state(case):
     (lambda x, y: ghm_c_softmax_loss(x, y), GHMArgumentError, 'labels: integer labels must be in [0, 5], got 6'),
     (lambda x, y: ghm_r_loss(x, x[:3]), GHMArgumentError, 'target must have the shape of pred'),
     (lambda x, y: ghm_r_loss(x, x, mu=0), GHMArgumentError, 'mu must be a finite float > 0, got 0.0'),
+    (lambda x, y: ghm_c_loss(x, y, torch.ones(120)), GHMArgumentTypeError,
+     'valid must be a bool tensor (True = takes part), got dtype torch.float32'),
+    (lambda x, y: ghm_c_softmax_loss(x, y.clamp(max=5), torch.ones(120)), GHMArgumentTypeError,
+     'valid must be a bool tensor'),
+    (lambda x, y: ghm_c_loss(x[0, 0], y), GHMArgumentError,
+     'logits must have at least 1 dimension(s) (..., C), got a 0-d tensor of shape ()'),
+    (lambda x, y: ghm_c_softmax_loss(x[0, 0], y), GHMArgumentError, 'logits must have at least 1 dimension'),
+    (lambda x, y: ghm_c_loss(x, torch.full_like(x, 2.0)), GHMArgumentError,
+     'targets: binary or soft targets must be in [0, 1], got 2.0'),
+    (lambda x, y: ghm_c_loss(x, torch.full_like(x, -0.5)), GHMArgumentError, 'must be in [0, 1], got -0.5'),
+    (lambda x, y: ghm_c_loss(x, torch.full_like(x, float('nan'))), GHMArgumentError, 'must be in [0, 1], got nan'),
+    (lambda x, y: ghm_c_loss(x, y, acc_sum=torch.zeros(10, dtype=torch.long)), GHMArgumentTypeError,
+     'acc_sum must be a floating-point tensor'),
+    (lambda x, y: ghm_c_loss(x, y, valid=[True] * 120), GHMArgumentTypeError, 'valid must be a torch.Tensor'),
+    (lambda x, y: ghm_r_loss(x.long(), x), GHMArgumentTypeError, 'pred must be a floating-point tensor'),
+    (lambda x, y: ghm_r_loss(x, x, x[:2]), GHMArgumentError, 'weight must have the shape of pred'),
+    (lambda x, y: ghm_r_loss(x, x, bins=2.5), GHMArgumentTypeError, 'bins must be an int >= 1, got 2.5'),
 ])
 def test_bad_arguments_name_the_argument_value_and_what_is_accepted(call, error, words):
     logits, labels, _ = cls_problem(0)

@@ -26,7 +26,7 @@ def random_problem(seed, shape):
 @given(seed=st.integers(0, 10**6), shape=shapes, bins=st.integers(1, 100))
 def test_weights_of_valid_entries_sum_to_their_number_without_momentum(seed, shape, bins):
     logits, targets, valid = random_problem(seed, shape)
-    result = ghm_c(logits, targets, valid, False, torch.zeros(bins), bins=bins, momentum=0.0,
+    result = ghm_c(logits, targets, valid, torch.zeros(bins), momentum=0.0,
                    reduction='none')
     density = result.density
     edges = unit_region_edges(bins, GHMC_LAST_EDGE)

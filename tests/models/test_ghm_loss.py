@@ -6,7 +6,10 @@ import pytest
 import torch
 from mmdet.models.losses import ghm_loss as mmdet_ghm
 
+from ghm_mmdet.core import compat
 from ghm_mmdet.models.losses import GHMC, GHMR
+
+pytestmark = pytest.mark.compat
 
 
 def cls_inputs(num=200, num_classes=6, seed=0):
@@ -212,6 +215,7 @@ def test_warm_start_option_matches_the_seed_function():
 # ---------------------------------------------------------------- torch.compile
 
 @pytest.mark.slow
+@pytest.mark.skipif(compat.TORCH_VERSION < compat.TRACED_ROUTE_MIN_TORCH, reason='the traced route needs torch >= 2.1')
 @pytest.mark.parametrize('warm_start', [False, True])
 def test_compiled_modules_match_eager(warm_start):
     torch._dynamo.reset()

@@ -26,8 +26,6 @@ def test_registry_builds_ours_whatever_the_import_order(first):
                             check=True)
     assert result.stdout.splitlines()[-1].split() == (['ghm_mmdet.models.losses.ghm_loss'] * 2
                                                       + ['mmdet.models.losses.ghm_loss'] * 2)
-    log = result.stdout + result.stderr
-    assert "mmdet's built-ins stay available as MMDetGHMC/MMDetGHMR" in log
 
 
 def build_model(config, **loss_overrides):
@@ -78,3 +76,14 @@ def test_checkpoint_of_mmdet_builtin_ghm_loads_with_no_missing_or_unexpected_key
     assert not result.missing_keys and not result.unexpected_keys
     assert torch.equal(model.bbox_head.loss_cls.acc_sum, state['bbox_head.loss_cls.acc_sum'])
     assert model.bbox_head.loss_cls.acc_sum.sum() > 0
+
+
+def test_registering_prints_nothing_but_says_what_it_did_at_debug_level():
+    run = subprocess.run([sys.executable, '-c', 'import ghm_mmdet'], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == '' and 'ghm_mmdet' not in run.stderr, (run.stdout, run.stderr)
+    debug = ('import logging\nfrom mmengine.logging import MMLogger\nlogger = MMLogger.get_current_instance()\n'
+             'logger.setLevel(logging.DEBUG)\nfor handler in logger.handlers: handler.setLevel(logging.DEBUG)\n'
+             'import ghm_mmdet')
+    run = subprocess.run([sys.executable, '-c', debug], capture_output=True, text=True, timeout=120)
+    assert "mmdet's built-ins stay available as MMDetGHMC/MMDetGHMR" in run.stdout + run.stderr

@@ -65,7 +65,7 @@ class _GHMLoss(nn.Module):
         acc_sum = getattr(self, 'acc_sum', None)
         return dict(
             acc_sum=torch.zeros(self.bins, device=device) if acc_sum is None else acc_sum,
-            bins=self.bins, momentum=self.momentum, floor=getattr(self, 'acc_floor', None),
+            momentum=self.momentum, floor=getattr(self, 'acc_floor', None),
             all_reduce=dist.all_reduce if self._world_size() > 1 else None, edges=self.edges)
 
     def _world_size(self) -> int:
@@ -153,19 +153,18 @@ class GHMC(_GHMLoss):
                 reduction_override: Optional[str] = None, label_weight: Optional[Tensor] = None,
                 **kwargs) -> Tensor:
         reduction = check_reduction(reduction_override or self.reduction, 'reduction_override')
-        pred, target, valid, is_labels = self._inputs(pred, target,
-                                                      self._resolve_weight(weight, label_weight))
+        pred, target, valid, _ = self._inputs(pred, target, self._resolve_weight(weight, label_weight))
         options = dict(self._options(pred.device), reduction=_core_reduction(reduction),
                        record_shares=self.record_loss_shares)
         if self.use_sigmoid:
-            result = core.ghm_c(pred, target, valid, is_labels, **options)
+            result = core.ghm_c(pred, target, valid, **options)
         else:
             result = core.ghm_c_softmax(pred, target, valid, **options)
         return self._finish(result, reduction)
 
     def _inputs(self, pred: Tensor, target: Tensor, weight: Optional[Tensor]):
         """Checked ``(pred, target, valid, is_labels)``."""
-        check_floating(pred, 'pred')
+        check_floating(pred, 'pred', min_dim=1)
         if weight is not None:
             if not isinstance(weight, Tensor):
                 raise GHMArgumentTypeError(f'weight must be a torch.Tensor, got {type(weight).__name__}')
