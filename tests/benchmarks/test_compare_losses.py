@@ -1,6 +1,5 @@
-"""benchmarks/compare_losses.py: the settings it trains, how it reads mmengine's logs and summarises them,
+"""ghm_mmdet.benchmarks.comparison (benchmarks/compare_losses.py): the settings it trains, how it reads mmengine's logs and summarises them,
 and (slow) its quick mode end to end; plus the whole-batch configs it compares."""
-import importlib.util
 import json
 import math
 import os
@@ -13,20 +12,13 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
+from ghm_mmdet.benchmarks import comparison as compare_losses
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / 'benchmarks' / 'compare_losses.py'
 CONFIGS = REPO / 'configs'
 
 
-def _import_script():
-    spec = importlib.util.spec_from_file_location('compare_losses', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-compare_losses = _import_script()
 SETTINGS = compare_losses.SETTINGS
 
 
@@ -483,71 +475,3 @@ def test_quick_mode_end_to_end(tmp_path):
     rerun = json.loads((out_dir / 'results.json').read_text())['runs']
     assert [r['metrics'] for r in rerun] == [r['metrics'] for r in results['runs']]
     assert all(r['reused'] for r in rerun)
-
-
-# -------------------------------------------------------------------------------------------- --overhead
-
-
-def test_overhead_command_line():
-    full = compare_losses.parse_args(['--overhead'])
-    assert full.settings == list(SETTINGS)
-    assert (full.rounds, full.batches, full.loss_repeats) == (20, 4, 100)
-    quick = compare_losses.parse_args(['--overhead', '--quick'])
-    assert quick.settings == ['focal_l1', 'ghmc_ghmr'] and (quick.rounds, quick.batches) == (2, 1)
-    assert quick.out_dir == Path('work_dirs/compare_losses_quick')
-    # The ratios need the reference setting: it is added, in table order.
-    assert compare_losses.parse_args(['--overhead', '--settings', 'ghmc_ghmr', 'bce_l1']).settings == [
-        'bce_l1', 'focal_l1', 'ghmc_ghmr']
-    assert compare_losses.parse_args(['--overhead', '--rounds', '3']).rounds == 3
-
-
-@pytest.mark.parametrize('argv,message', [
-    (['--rounds', '3'], '--rounds applies to --overhead only'),
-    (['--overhead', '--batches', '0'], '--batches must be >= 1, got 0'),
-    (['--overhead', '--iters', '10'], '--iters and --resume-existing do not apply'),
-    (['--overhead', '--resume-existing'], '--iters and --resume-existing do not apply'),
-])
-def test_overhead_options_are_checked(argv, message, capsys):
-    with pytest.raises(SystemExit) as error:
-        compare_losses.parse_args(argv)
-    assert error.value.code == 2
-    assert message in capsys.readouterr().err
-
-
-def test_overhead_table_reports_the_median_paired_ratio_to_focal():
-    result = dict(
-        step={'focal_l1': dict(median=0.200), 'ghmc_ghmr': dict(median=0.205)},
-        round_ratios={'ghmc_ghmr': [0.98, 1.05, 1.01, 1.30, 0.90]},  # paired ratios: median 1.010
-        loss_calls={
-            'focal_l1': dict(loss_cls=dict(median=0.004, calls=3), loss_bbox=dict(median=0.001, calls=3)),
-            'ghmc_ghmr': dict(loss_cls=dict(median=0.005, calls=3), loss_bbox=dict(median=0.0015, calls=1))})
-    lines = compare_losses.overhead_table(result, ['focal_l1', 'ghmc_ghmr']).splitlines()
-    assert lines[0] == ('| setting | ms / step | step / focal | per-round range | loss_cls ms | '
-                        'loss_bbox ms |')
-    assert lines[2] == '| `focal_l1` | 200.0 | 1.000 |  | 4.00 (3 calls) | 1.00 (3 calls) |'
-    assert lines[3] == '| `ghmc_ghmr` | 205.0 | 1.010 | 0.900 to 1.300 | 5.00 (3 calls) | 1.50 (1 calls) |'
-
-
-@pytest.mark.slow
-def test_overhead_quick_mode_end_to_end(tmp_path):
-    """``--overhead --quick``: both settings built in one process, timed on one batch of the small set."""
-    out_dir = tmp_path / 'out'
-    command = [sys.executable, str(SCRIPT), '--overhead', '--quick', '--out-dir', str(out_dir)]
-    run = subprocess.run(command, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS='1'),
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert 'per-parameter' not in run.stdout and 'NormalInit' not in run.stdout + run.stderr
-    table = [line for line in (out_dir / 'overhead.md').read_text().splitlines() if line.startswith('| `')]
-    cells = {line.split('|')[1].strip().strip('`'): [c.strip() for c in line.strip('|').split('|')[1:]]
-             for line in table}
-    assert list(cells) == ['focal_l1', 'ghmc_ghmr']
-    assert cells['focal_l1'][1] == '1.000' and cells['focal_l1'][2] == ''
-    for name, (step_ms, ratio, spread, loss_cls, loss_bbox) in cells.items():
-        assert float(step_ms) > 0 and float(ratio) > 0, name
-        # RetinaHead calls each loss once per FPN level: three on the demo.
-        assert loss_cls.endswith('(3 calls)') and loss_bbox.endswith('(3 calls)'), name
-    summary = json.loads((out_dir / 'overhead.json').read_text())
-    assert (summary['rounds'], summary['batches']) == (2, 1)
-    assert summary['settings'] == ['focal_l1', 'ghmc_ghmr']
-    assert all(len(summary['step'][name]['samples']) == 2 for name in summary['settings'])
-    assert len(summary['round_ratios']['ghmc_ghmr']) == 2

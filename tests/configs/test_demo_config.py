@@ -1,23 +1,15 @@
 """configs/retinanet_ghm_demo.py: the published GHM settings on a tiny model that needs no download, and a
 runner that generates its data before anything reads it."""
-import importlib.util
 from pathlib import Path
 
 import pytest
 from mmengine import Config
 from mmengine.runner import Runner
 
+from ghm_mmdet.benchmarks.comparison import set_schedule_length
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / 'configs' / 'retinanet_ghm_demo.py'
-
-
-def _compare_losses():
-    """benchmarks/compare_losses.py, whose schedule scaling the compressed demo shares."""
-    spec = importlib.util.spec_from_file_location('compare_losses_for_demo_test',
-                                                  REPO / 'benchmarks' / 'compare_losses.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _scopeless(cfg_dict):
@@ -104,7 +96,7 @@ def short_schedule_config(tmp_path, max_iters=SHORT_ITERS):
     cfg.val_evaluator.ann_file = data_root + 'annotations/val.json'
     cfg.test_evaluator = cfg.val_evaluator
     # The schedule compare_losses.py --iters gives: warm-up and cosine scaled to max_iters.
-    _compare_losses().set_schedule_length(cfg, max_iters)
+    set_schedule_length(cfg, max_iters)
     return cfg
 
 
