@@ -24,9 +24,9 @@ case "${STACK:-newest}" in
         : "${SETUPTOOLS:=setuptools>=77,<81}" ;;
     oldest)
         # OpenMMLab's own pairing: mmcv 2.0.x was built for torch 2.0 (its C++14 flags fail on torch 2.1's headers);
-        # torch 2.0's wheels were built against numpy 1.x.
+        # torch 2.0's wheels were built against numpy 1.x; mmengine 0.7's Config passes yapf's removed verify=.
         : "${PYTHON:=$(PYENV_VERSION=3.8.18 command -v python3.8 || echo python3.8)}" "${VENV:=.venv-oldest}"
-        : "${TORCH:=2.0.1}" "${MMCV:=2.0.1}" "${MMDET:=3.0.0}" "${MMENGINE:=0.7.1}" "${EXTRA_PINS:=numpy<2}"
+        : "${TORCH:=2.0.1}" "${MMCV:=2.0.1}" "${MMDET:=3.0.0}" "${MMENGINE:=0.7.1}" "${EXTRA_PINS:=numpy<2 yapf<=0.40.1}"
         # setuptools 75.3 is the last release for Python 3.8.
         : "${SETUPTOOLS:=setuptools>=64,<75.4}" ;;
     *) echo "[setup] STACK must be 'newest' or 'oldest', got '${STACK}'" >&2; exit 2 ;;
@@ -50,8 +50,8 @@ PIP=("${PY}" -m pip install --disable-pip-version-check --quiet)
 "${PY}" -c 'import sys; assert sys.version_info >= (3, 8), sys.version' \
     || { echo "[setup] ${VENV} has Python < 3.8" >&2; exit 1; }
 # Every install after mmengine's repeats these, so that nothing it pulls in moves them.
-PINS=("mmengine==${MMENGINE}")
-[ -z "${EXTRA_PINS}" ] || PINS+=("${EXTRA_PINS}")
+read -r -a EXTRA <<< "${EXTRA_PINS}"
+PINS=("mmengine==${MMENGINE}" "${EXTRA[@]}")
 
 has() { "${PY}" -c "$1" >/dev/null 2>&1; }
 
@@ -65,12 +65,12 @@ step "torch (kept if present, else torch==${TORCH})"
 if has 'import torch'; then
     echo "[setup]   keeping torch $("${PY}" -c 'import torch; print(torch.__version__)')"
 else
-    "${PIP[@]}" "torch==${TORCH}" ${EXTRA_PINS:+"${EXTRA_PINS}"}
+    "${PIP[@]}" "torch==${TORCH}" "${EXTRA[@]}"
 fi
 
 step "mmengine==${MMENGINE}"
 if ! has "import mmengine; assert mmengine.__version__ == '${MMENGINE}'"; then
-    "${PIP[@]}" "mmengine==${MMENGINE}" ${EXTRA_PINS:+"${EXTRA_PINS}"}
+    "${PIP[@]}" "${PINS[@]}"
 fi
 
 step "mmcv==${MMCV} with C++ ops (kept if present, else a wheel built against this torch)"
@@ -106,6 +106,21 @@ fi
 step "mmdet==${MMDET}"
 if ! has "import mmdet; assert mmdet.__version__ == '${MMDET}'"; then
     "${PIP[@]}" "mmdet==${MMDET}" "mmcv==${MMCV}" "${PINS[@]}"
+fi
+
+step "the stack's pins: ${PINS[*]}"
+if ! "${PY}" - "${PINS[@]}" <<'PINS_EOF'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from packaging.requirements import Requirement
+for pin in map(Requirement, sys.argv[1:]):
+    try:
+        assert pin.specifier.contains(version(pin.name), prereleases=True), pin
+    except (AssertionError, PackageNotFoundError):
+        sys.exit(1)
+PINS_EOF
+then
+    "${PIP[@]}" "${PINS[@]}"
 fi
 
 step "ghm_mmdet (editable) with test and tools extras"

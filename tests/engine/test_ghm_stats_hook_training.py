@@ -1,8 +1,7 @@
 """GHMStatsHook end to end: a short tools/train.py run of the demo config with TensorBoard, and the
 synchronised statistics of two ranks."""
+import datetime
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -77,12 +76,6 @@ def test_training_with_the_hook_writes_tensorboard_scalars_histograms_and_log_li
         assert at_step_4[f'{tag}/num_valid'] == recorded_n[tag]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def _batch():
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(400, 6, generator=gen) * 3
@@ -91,12 +84,13 @@ def _batch():
     return logits, labels, weight
 
 
-def _rank_snapshot(rank, port, out_dir):
+def _rank_snapshot(rank, out_dir):
     from ghm_mmdet.engine import read_snapshot
     from ghm_mmdet.models.losses import GHMC
 
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    torch_dist.init_process_group('gloo', rank=rank, world_size=2)
+    # A file rendezvous: no port that another test's process group could take meanwhile.
+    torch_dist.init_process_group('gloo', init_method=f'file://{out_dir}/rendezvous', rank=rank, world_size=2,
+                                  timeout=datetime.timedelta(seconds=120))
     logits, labels, weight = _batch()
     half = slice(rank * 200, (rank + 1) * 200)
     loss = GHMC(bins=30, sync_stats=True)
@@ -112,7 +106,7 @@ def test_with_sync_stats_every_rank_reports_the_whole_batch(tmp_path):
     from ghm_mmdet.engine import read_snapshot
     from ghm_mmdet.models.losses import GHMC
 
-    mp.start_processes(_rank_snapshot, args=(_free_port(), str(tmp_path)), nprocs=2, start_method='spawn')
+    mp.start_processes(_rank_snapshot, args=(str(tmp_path),), nprocs=2, start_method='spawn')
     ranks = [json.loads((tmp_path / f'rank{rank}.json').read_text()) for rank in range(2)]
     single = GHMC(bins=30)
     single(*_batch())
