@@ -1,10 +1,6 @@
-# Faster R-CNN R-50-FPN, 1x schedule on COCO, with GHM in both stages, the two-stage experiment of
-# arXiv:1811.05181: GHM-C and GHM-R in place of the RPN's binary cross-entropy and L1, and GHM-R in place
-# of the RoI head's L1 (its softmax cross-entropy is kept; faster-rcnn_ghm-softmax_r50_fpn_1x_coco.py
-# replaces it too). The GHM settings are the published RetinaNet-GHM ones (GHM-C bins 30, momentum 0.75;
-# GHM-R mu 0.02, bins 10, momentum 0.7, loss_weight 10), not tuned for two stages. Not trained on COCO
-# here: tests/configs/test_head_matrix.py checks only that it trains (finite losses, gradients reach both
-# heads), gives mmdet's built-in GHM losses' numbers and predicts finite boxes, at batch 1 and 2.
+# Faster R-CNN R-50-FPN, 1x COCO, the paper's two-stage experiment: GHM-C + GHM-R on the RPN, GHM-R on the
+# RoI head (its softmax CE stays; see the -softmax config). RetinaNet-GHM's settings, not tuned for two
+# stages; not trained on COCO here.
 _base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
 
 custom_imports = dict(imports=['ghm_mmdet'], allow_failed_imports=False)

@@ -1,10 +1,6 @@
-# GHM RetinaNet on the synthetic demo set, trained from scratch on CPU in a few minutes.
-#
-# The losses, their published settings (GHM-C bins=30 momentum=0.75, GHM-R mu=0.02 bins=10 momentum=0.7
-# loss_weight=10) and gradient clipping at 35 come unchanged from the R-50 COCO config; what changes is
-# what makes it small: a narrow ResNet-18 without pretrained weights, a light FPN and head, 160 px images
-# generated on first use under data/ghm_demo (no download), and an iteration-based schedule.
-# custom_imports (ghm_mmdet, which registers GHMDemoDataset too) comes from the base.
+# GHM RetinaNet on the generated demo set, trained from scratch on a CPU (time and mAP: docs/benchmarks.md).
+# The GHM losses, their published settings and the clipping come unchanged from the R-50 COCO config; only
+# what makes it small changes. custom_imports (which also registers GHMDemoDataset) comes from the base.
 _base_ = './retinanet_ghm_r50_fpn_1x_coco.py'
 
 image_size = 160
@@ -15,11 +11,9 @@ generator_cfg = dict(num_train=800, num_val=200, image_size=image_size, seed=0)
 num_classes = 8
 max_iters = 1500
 
-# Three FPN levels (strides 4-16, anchors 8-50 px) for objects of 5-40 px. Coarser levels would hold only a
-# low-quality match or two per batch, and mmdet's RetinaHead calls the GHM losses once per level, each
-# normalised by its own N, so those few boxes would carry a whole level's weight. With the usual five levels
-# the GHM-R loss sometimes had not started to fall by the end of the schedule: mAP 0.17-0.36 over three
-# runs, against 0.39-0.42 over three with these three levels.
+# Three FPN levels (strides 4-16, anchors 8-50 px) for objects of 5-40 px: coarser levels would hold a
+# match or two per batch, and RetinaHead normalises GHM per level, so those few boxes would carry a whole
+# level's weight (with five levels GHM-R sometimes did not train: docs/benchmarks.md).
 model = dict(
     backbone=dict(
         depth=18,
@@ -85,9 +79,8 @@ val_evaluator = dict(ann_file=data_root + 'annotations/val.json')
 test_evaluator = val_evaluator
 
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
-# The published lr, 0.01 for 16 images per batch, scaled linearly to 8. GHM is sensitive to it: at 0.02 a
-# five-level version of this model stayed at 0.0 mAP after 600 iterations, with ghm_mmdet's GHM losses and
-# with mmdet's own, where Focal Loss with L1 reached 0.38.
+# The published lr, 0.01 for 16 images per batch, scaled linearly to 8: GHM is sensitive to the lr (at 0.02
+# an earlier version of this model did not train where Focal Loss did: docs/benchmarks.md).
 optim_wrapper = dict(optimizer=dict(lr=0.005))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),

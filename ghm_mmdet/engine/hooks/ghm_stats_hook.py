@@ -181,9 +181,9 @@ class GHMStatsHook(Hook):
         collapse_intervals: consecutive records at or above ``collapse_share`` before the collapse warning,
             int >= 1.
         collapse_share: fraction of the valid entries in one region counted as collapsed, in (0, 1]; 1
-            means all of them. GHM-C's easy negatives alone fill the first region to about 99% in a
-            healthy RetinaNet run (the demo's last FPN level: 98.8-99.9% over its first 60
-            iterations), so raise it if the warning comes with a loss that falls.
+            means all of them. Early in a healthy RetinaNet run GHM-C's easy negatives alone nearly fill
+            the first region (the prior puts them there), so raise it if the warning comes with a loss
+            that falls (observations: docs/benchmarks.md).
         log_histograms: write the per-region histograms to TensorBoard (when it is a backend).
     """
 
