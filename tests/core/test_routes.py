@@ -79,8 +79,13 @@ def reference_ghm_r(pred, target, weight, mu, bins, acc_sum, momentum):
     return (beta * asl1).sum() / total, acc_sum
 
 
-def forced(monkeypatch, route):
+def through(route, loss_fn, monkeypatch):
+    """``loss_fn`` compiled for the traced route, else with ``choose_route`` forced to ``route``."""
+    if route is Route.TRACED:
+        torch._dynamo.reset()
+        return torch.compile(loss_fn, fullgraph=True, dynamic=False)
     monkeypatch.setattr(losses, 'choose_route', lambda *args, **kwargs: route)
+    return loss_fn
 
 
 def cls_problem(seed):
@@ -96,12 +101,7 @@ def cls_problem(seed):
 @pytest.mark.parametrize('bins, momentum', [(10, 0.0), (30, 0.75)])
 def test_every_ghm_c_route_equals_the_reference(monkeypatch, route, bins, momentum):
     state = ref_state = torch.rand(bins) * 40 if momentum else torch.zeros(bins)
-    loss_fn = ghm_c_loss
-    if route is Route.TRACED:
-        torch._dynamo.reset()
-        loss_fn = torch.compile(ghm_c_loss, fullgraph=True, dynamic=False)
-    else:
-        forced(monkeypatch, route)
+    loss_fn = through(route, ghm_c_loss, monkeypatch)
     for seed in range(3):  # call after call: the state carries over
         logits, labels, valid = cls_problem(seed)
         one_hot = (labels.unsqueeze(-1) == torch.arange(7)).float()
@@ -120,12 +120,7 @@ def test_every_ghm_c_route_equals_the_reference(monkeypatch, route, bins, moment
 @pytest.mark.parametrize('route', [Route.SELECTED, Route.DENSE,
                                    pytest.param(Route.TRACED, marks=needs_traced_route)])
 def test_every_ghm_r_route_equals_the_reference(monkeypatch, route):
-    loss_fn = ghm_r_loss
-    if route is Route.TRACED:
-        torch._dynamo.reset()
-        loss_fn = torch.compile(ghm_r_loss, fullgraph=True, dynamic=False)
-    else:
-        forced(monkeypatch, route)
+    loss_fn = through(route, ghm_r_loss, monkeypatch)
     state = ref_state = torch.rand(10) * 20
     for seed in range(3):
         gen = torch.Generator().manual_seed(seed)
