@@ -89,7 +89,7 @@ EOF
     # Its build dependencies come from this environment (no isolation), so it compiles against our torch.
     "${PIP[@]}" numpy 'opencv-python-headless' addict yapf pyyaml Pillow "${PINS[@]}"
     if ! ls "${wheels}"/mmcv-*.whl >/dev/null 2>&1; then
-        echo "[setup]   building ${key} (the slow step: about 15 minutes on 2 cores)"
+        echo "[setup]   building ${key} (the slow step: 5 minutes on 2 cores here)"
         tmp=$(mktemp -d)
         # -g0: debug info nearly doubles the compile time of torch's headers (prebuilt wheels carry none).
         CFLAGS="${CFLAGS:-} -g0" MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \

@@ -287,6 +287,12 @@ def test_bad_call_arguments():
         loss(pred, labels, weight, reduction_override='avg')
     with pytest.raises(ValueError, match=r'target must have the shape of pred \(10, 4\)'):
         GHMR()(pred, torch.zeros(10, 1), torch.ones(10, 4))
+    with pytest.raises(ValueError, match=r'pred must have at least 1 dimension\(s\) \(\.\.\., C\), got a 0-d'):
+        loss(pred[0, 0], labels[0])
+    with pytest.raises(ValueError, match=r'target: binary or soft targets must be in \[0, 1\], got 2.0'):
+        loss(pred, torch.full((10, 4), 2.0), torch.ones(10, 4))
+    with pytest.raises(TypeError, match='weight must be a torch.Tensor, got list'):
+        loss(pred, labels, [1.0] * 10)
 
 
 def test_bad_input_leaves_the_state_untouched():
