@@ -6,8 +6,9 @@
 #
 #   bash tools/setup_env.sh                      # newest tested corner, Python 3.11, in .venv
 #   STACK=oldest bash tools/setup_env.sh         # oldest tested corner, Python 3.8, in .venv-oldest
-#   PYTHON=python3.10 VENV=/path/env TORCH=2.1.2 MMCV=2.1.0 MMDET=3.3.0 MMENGINE=0.10.7 \
-#       bash tools/setup_env.sh                  # any other stack inside the declared ranges
+#   PYTHON=python3.10 VENV=/path/env TORCH=2.1.2 EXTRA_PINS='numpy<2' MMCV=2.1.0 MMDET=3.3.0 MMENGINE=0.10.7 \
+#       bash tools/setup_env.sh                  # any other stack inside the declared ranges (EXTRA_PINS: more
+#                                                # pins for every install; torch 2.1 and older need numpy < 2)
 #
 # Idempotent: every step checks first and is skipped when already done, so a second run takes seconds.
 # A torch already in the environment (a CUDA build you installed first, say) is kept, and so is an mmcv
