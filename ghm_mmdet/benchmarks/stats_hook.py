@@ -25,9 +25,8 @@ from mmengine.runner import Runner
 
 import ghm_mmdet  # noqa: F401  (registers the losses, the demo dataset and GHMStatsHook)
 
+from .comparison import DEMO_CONFIG
 from .timing import interleave, machine_description
-
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / 'configs' / 'retinanet_ghm_demo.py'
 
 
 def parse_args(argv=None):
