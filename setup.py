@@ -35,7 +35,12 @@ setup(
         'pycocotools',  # the demo's COCO evaluation (any release mmdet accepts)
     ],
     extras_require={
-        'tests': ['pytest>=7', 'hypothesis>=6', 'pytest-xdist>=3'],  # pytest.ini runs a worker per core
+        'tests': [
+            'pytest>=7',
+            'hypothesis>=6',
+            'pytest-xdist>=3',  # pytest.ini runs a worker per core
+            'pytest-timeout>=2.1',  # pytest.ini's per-test limit: a hung test fails with its stacks, CI goes on
+        ],
         'tools': [
             'matplotlib>=3.4',  # tools/analysis_tools/plot_gradient_density.py's figures (Axes.stairs)
             'tensorboard',  # TensorboardVisBackend for GHMStatsHook; the tests read its EventAccumulator

@@ -150,7 +150,9 @@ def cpu_process_group(launcher: str, cfg: Config) -> Iterator[None]:
     the group's gloo threads, alive), then all ranks meet at a barrier (no rank closes its connections while
     another still sends through them), then the group is destroyed. Left to interpreter shutdown, a gloo
     thread that touches a tensor needs the GIL and aborts the process ("terminate called without an active
-    exception") after a run that had succeeded. After a failure the group is destroyed without the barrier,
+    exception") after a run that had succeeded; destroyed right after a collective, on torch < 2.8, the group's
+    destructor can deadlock against such a thread (pytorch/pytorch#154976; the barrier gives the thread the
+    GIL first, see tests/gloo_ranks.py). After a failure the group is destroyed without the barrier,
     which the other ranks may never reach.
 
     Write the block so that the Runner is gone when it ends: build and run it in a function called there.

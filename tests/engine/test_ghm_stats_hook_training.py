@@ -1,6 +1,5 @@
 """GHMStatsHook end to end: a short tools/train.py run of the demo config with TensorBoard, and the
 synchronised statistics of two ranks."""
-import datetime
 import json
 import subprocess
 import sys
@@ -8,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as torch_dist
-import torch.multiprocessing as mp
+from gloo_ranks import gloo_group, run_ranks
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / 'tests' / 'tools'))
@@ -88,17 +86,14 @@ def _rank_snapshot(rank, out_dir):
     from ghm_mmdet.engine import read_snapshot
     from ghm_mmdet.models.losses import GHMC
 
-    # A file rendezvous: no port that another test's process group could take meanwhile.
-    torch_dist.init_process_group('gloo', init_method=f'file://{out_dir}/rendezvous', rank=rank, world_size=2,
-                                  timeout=datetime.timedelta(seconds=120))
-    logits, labels, weight = _batch()
-    half = slice(rank * 200, (rank + 1) * 200)
-    loss = GHMC(bins=30, sync_stats=True)
-    loss(logits[half], labels[half], weight[half])
-    snapshot = read_snapshot(loss)
-    (Path(out_dir) / f'rank{rank}.json').write_text(json.dumps(
-        dict(counts=snapshot.counts, num_valid=snapshot.num_valid, beta=snapshot.beta)))
-    torch_dist.destroy_process_group()
+    with gloo_group(rank, 2, out_dir):
+        logits, labels, weight = _batch()
+        half = slice(rank * 200, (rank + 1) * 200)
+        loss = GHMC(bins=30, sync_stats=True)
+        loss(logits[half], labels[half], weight[half])
+        snapshot = read_snapshot(loss)
+        (Path(out_dir) / f'rank{rank}.json').write_text(json.dumps(
+            dict(counts=snapshot.counts, num_valid=snapshot.num_valid, beta=snapshot.beta)))
 
 
 @pytest.mark.slow
@@ -106,7 +101,7 @@ def test_with_sync_stats_every_rank_reports_the_whole_batch(tmp_path):
     from ghm_mmdet.engine import read_snapshot
     from ghm_mmdet.models.losses import GHMC
 
-    mp.start_processes(_rank_snapshot, args=(str(tmp_path),), nprocs=2, start_method='spawn')
+    run_ranks(_rank_snapshot, args=(str(tmp_path),))
     ranks = [json.loads((tmp_path / f'rank{rank}.json').read_text()) for rank in range(2)]
     single = GHMC(bins=30)
     single(*_batch())

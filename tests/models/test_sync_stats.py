@@ -1,11 +1,9 @@
 """sync_stats=True: two gloo ranks holding halves of a batch see the whole batch's gradient density."""
 import os
-import socket
 
 import pytest
 import torch
-import torch.distributed as torch_dist
-import torch.multiprocessing as mp
+from gloo_ranks import gloo_group, run_ranks
 
 from ghm_mmdet.models.losses import GHMC, GHMR
 
@@ -19,30 +17,25 @@ def batch():
     return pred, labels, weight, deltas
 
 
-def worker(rank, port, out_dir):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    torch_dist.init_process_group('gloo', rank=rank, world_size=2)
-    pred, labels, weight, deltas = batch()
-    half = slice(rank * 200, (rank + 1) * 200)
-    x = pred[half].clone().requires_grad_()
-    cls_loss = GHMC(bins=30, momentum=0.75, sync_stats=True)
-    reg_loss = GHMR(momentum=0.7, sync_stats=True)
-    for _ in range(2):
-        x.grad = None
-        cls_loss(x, labels[half], weight[half]).backward()
-    d = deltas[rank * 50:(rank + 1) * 50]
-    reg = reg_loss(d, torch.zeros_like(d), torch.ones_like(d))
-    torch.save(dict(grad=x.grad, acc_sum=cls_loss.acc_sum, reg_acc=reg_loss.acc_sum, reg=reg),
-               os.path.join(out_dir, f'rank{rank}.pt'))
-    torch_dist.destroy_process_group()
+def worker(rank, out_dir):
+    with gloo_group(rank, 2, out_dir):
+        pred, labels, weight, deltas = batch()
+        half = slice(rank * 200, (rank + 1) * 200)
+        x = pred[half].clone().requires_grad_()
+        cls_loss = GHMC(bins=30, momentum=0.75, sync_stats=True)
+        reg_loss = GHMR(momentum=0.7, sync_stats=True)
+        for _ in range(2):
+            x.grad = None
+            cls_loss(x, labels[half], weight[half]).backward()
+        d = deltas[rank * 50:(rank + 1) * 50]
+        reg = reg_loss(d, torch.zeros_like(d), torch.ones_like(d))
+        torch.save(dict(grad=x.grad, acc_sum=cls_loss.acc_sum, reg_acc=reg_loss.acc_sum, reg=reg),
+                   os.path.join(out_dir, f'rank{rank}.pt'))
 
 
 @pytest.mark.slow
 def test_two_ranks_equal_one_process_on_the_whole_batch(tmp_path):
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    mp.start_processes(worker, args=(port, str(tmp_path)), nprocs=2, start_method='spawn')
+    run_ranks(worker, args=(str(tmp_path),))
     ranks = [torch.load(tmp_path / f'rank{r}.pt', weights_only=True) for r in range(2)]
 
     pred, labels, weight, deltas = batch()

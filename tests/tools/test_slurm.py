@@ -27,6 +27,7 @@ def test_slurm_skip_reason_names_the_opt_in_variable():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # start_slurm.sh may install Slurm first (its own limit: 900 s)
 def test_slurm_train_sh_runs_two_cpu_tasks_to_the_end(tools, slurm_partition, tmp_path):
     work_dir = tmp_path / 'work'
     env = tool_env(GRES='none', GPUS='2', GPUS_PER_NODE='2', CPUS_PER_TASK='1', PORT=str(free_port()))
