@@ -26,11 +26,16 @@ import torch.multiprocessing as mp
 RANKS_TIMEOUT_S = 300
 
 
-@contextlib.contextmanager
-def gloo_group(rank: int, world_size: int, out_dir: str) -> Iterator[None]:
-    """A gloo group for the block, met through a file in ``out_dir`` (no port that another test could take)."""
+def init_file_group(rank: int, world_size: int, out_dir: str) -> None:
+    """The default gloo group, met through a file in ``out_dir`` (no port that another test could take)."""
     torch_dist.init_process_group('gloo', init_method=f'file://{Path(out_dir) / "rendezvous"}', rank=rank,
                                   world_size=world_size, timeout=datetime.timedelta(seconds=120))
+
+
+@contextlib.contextmanager
+def gloo_group(rank: int, world_size: int, out_dir: str) -> Iterator[None]:
+    """:func:`init_file_group` for the block; on the way out, gc, a barrier, then destroy."""
+    init_file_group(rank, world_size, out_dir)
     yield
     gc.collect()
     torch_dist.barrier()

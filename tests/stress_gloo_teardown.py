@@ -1,5 +1,7 @@
-"""How often two gloo ranks hang in ``destroy_process_group()`` after a ``sync_stats`` GHM-C call, torn down
-right after the collective (``direct``) or as :func:`gloo_ranks.gloo_group` does it (gc, barrier, destroy).
+"""How often two gloo ranks hang in ``destroy_process_group()``: the rank of
+``test_with_sync_stats_every_rank_reports_the_whole_batch`` as it is (``barrier``: :func:`gloo_ranks.gloo_group`,
+gc, barrier, destroy), and the same rank with its group destroyed right after the collective (``direct``, the
+test before the fix).
 
 Not a test (pytest does not collect it); the numbers in docs/development.md come from it, at the oldest corner:
 
@@ -7,8 +9,7 @@ Not a test (pytest does not collect it); the numbers in docs/development.md come
     .venv-oldest/bin/python tests/stress_gloo_teardown.py barrier 30
 """
 import argparse
-import datetime
-import json
+import contextlib
 import os
 import shutil
 import sys
@@ -16,55 +17,34 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+TESTS = Path(__file__).resolve().parent
+sys.path[:0] = [str(TESTS), str(TESTS / 'engine')]
 os.environ.setdefault('OMP_NUM_THREADS', '1')  # as under pytest-xdist (tests/conftest.py)
 
 import torch  # noqa: E402
 import torch.distributed as torch_dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
-from gloo_ranks import gloo_group  # noqa: E402
+
+import test_ghm_stats_hook_training as hook_test  # noqa: E402
+from gloo_ranks import init_file_group  # noqa: E402
 
 HANG_S = 60
 
 
-def _batch():
-    gen = torch.Generator().manual_seed(0)
-    logits = torch.randn(400, 6, generator=gen) * 3
-    labels = torch.randint(0, 7, (400,), generator=gen)
-    weight = (torch.rand(400, generator=gen) > 0.1).float()
-    return logits, labels, weight
-
-
-def direct(rank, out_dir):
-    """The test's rank before the fix: destroyed right after the collective."""
-    from ghm_mmdet.engine import read_snapshot
-    from ghm_mmdet.models.losses import GHMC
-
-    torch_dist.init_process_group('gloo', init_method=f'file://{out_dir}/rendezvous', rank=rank, world_size=2,
-                                  timeout=datetime.timedelta(seconds=120))
-    logits, labels, weight = _batch()
-    half = slice(rank * 200, (rank + 1) * 200)
-    loss = GHMC(bins=30, sync_stats=True)
-    loss(logits[half], labels[half], weight[half])
-    snapshot = read_snapshot(loss)
-    (Path(out_dir) / f'rank{rank}.json').write_text(json.dumps(
-        dict(counts=snapshot.counts, num_valid=snapshot.num_valid, beta=snapshot.beta)))
+@contextlib.contextmanager
+def destroyed_at_once(rank, world_size, out_dir):
+    init_file_group(rank, world_size, out_dir)
+    yield
     torch_dist.destroy_process_group()
 
 
-def barrier(rank, out_dir):
-    """The test's rank now (tests/engine/test_ghm_stats_hook_training.py): :func:`gloo_group`."""
-    from ghm_mmdet.engine import read_snapshot
-    from ghm_mmdet.models.losses import GHMC
+def direct(rank, out_dir):
+    hook_test.gloo_group = destroyed_at_once
+    hook_test._rank_snapshot(rank, out_dir)
 
-    with gloo_group(rank, 2, out_dir):
-        logits, labels, weight = _batch()
-        half = slice(rank * 200, (rank + 1) * 200)
-        loss = GHMC(bins=30, sync_stats=True)
-        loss(logits[half], labels[half], weight[half])
-        snapshot = read_snapshot(loss)
-        (Path(out_dir) / f'rank{rank}.json').write_text(json.dumps(
-            dict(counts=snapshot.counts, num_valid=snapshot.num_valid, beta=snapshot.beta)))
+
+def barrier(rank, out_dir):
+    hook_test._rank_snapshot(rank, out_dir)
 
 
 def main():
