@@ -1,9 +1,8 @@
 """What ``tools/analysis_tools/plot_gradient_density.py`` runs: collect, then plot."""
 from typing import List, Optional
 
+from mmengine.config import Config
 from mmengine.logging import MMLogger
-
-from ghm_mmdet.apis.config import check_checkpoint_file, load_config
 
 from .figures import plot_gradient_density
 from .gradient_statistics import collect_gradient_statistics, describe_source
@@ -27,12 +26,10 @@ def plot_gradient_density_of_config(config: str, out_dir: str, checkpoint: Optio
     Returns:
         The paths of the figures written.
 
-    Raises:
-        ghm_mmdet.apis.ToolError: ``config`` or ``checkpoint`` does not exist, or the config does not load.
     """
     MMLogger.get_instance('plot_gradient_density', log_level=log_level)
-    cfg = load_config(config, cfg_options)
-    if checkpoint is not None:
-        check_checkpoint_file(checkpoint)
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     histograms = collect_gradient_statistics(cfg, checkpoint, num_batches)
     return plot_gradient_density(histograms, out_dir, describe_source(config, checkpoint))

@@ -1,16 +1,17 @@
-"""What ``tools/train.py`` and ``tools/test.py`` run: mmdet 3.3's command lines, plus weights-only checkpoint
-loading with an explicit allowlist, scoped to checkpoint loading (:mod:`.checkpoint`), gloo process groups on
-machines without CUDA (:mod:`.dist`) and one-sentence failures for user mistakes (:mod:`.errors`)."""
-from .checkpoint import (UnreadableCheckpointError, UnsafeCheckpointError, load_checkpoint_safely,
-                         weights_only_checkpoint_loaders)
-from .cli import build_test_parser, build_train_parser, run_test, run_train
-from .config import configure_testing, configure_training, load_config
-from .dist import distributed_env, init_cpu_distributed
-from .errors import ToolError, UserInputs, explain, plain_failures
+"""What ``tools/train.py`` and ``tools/test.py`` add to the installed mmdet's own tools: weights-only checkpoint
+loading through an allowlist (:mod:`.checkpoint`) and CPU distributed runs (:mod:`.dist`), around mmdet's
+``.mim/tools`` (:mod:`.mmdet_tools`)."""
+from .checkpoint import (
+                         UnreadableCheckpointError,
+                         UnsafeCheckpointError,
+                         load_checkpoint_safely,
+                         use_weights_only_loaders,
+)
+from .dist import CPUDistributedDataParallel, ToolError, cpu_distributed_options, cpu_process_group, distributed_env
+from .mmdet_tools import mmdet_tool, one_line_errors, run_mmdet_tool
 
 __all__ = [
-    'UnreadableCheckpointError', 'UnsafeCheckpointError', 'load_checkpoint_safely',
-    'weights_only_checkpoint_loaders', 'build_test_parser', 'build_train_parser', 'run_test', 'run_train',
-    'configure_testing', 'configure_training', 'load_config', 'distributed_env', 'init_cpu_distributed',
-    'ToolError', 'UserInputs', 'explain', 'plain_failures',
+    'UnreadableCheckpointError', 'UnsafeCheckpointError', 'load_checkpoint_safely', 'use_weights_only_loaders',
+    'CPUDistributedDataParallel', 'ToolError', 'cpu_distributed_options', 'cpu_process_group', 'distributed_env',
+    'mmdet_tool', 'one_line_errors', 'run_mmdet_tool'
 ]

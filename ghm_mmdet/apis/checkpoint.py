@@ -1,74 +1,27 @@
 """Loading mmengine/mmdet checkpoints with an allowlist, on every supported torch, changing nothing but the result.
 
-An mmengine checkpoint holds more than tensors: ``message_hub.log_scalars`` holds
-:class:`mmengine.logging.HistoryBuffer` objects with numpy arrays, ``runtime_info`` numpy scalars, and a
-``HistoryBuffer`` of mmengine >= 0.8 pickles its statistics functions as ``getattr(HistoryBuffer, 'min')``.
-torch >= 2.6 refuses all of that by default (``weights_only=True``), so mmdet's own ``test.py`` and
-``--resume`` fail on every checkpoint they wrote; ``weights_only=False`` would run whatever a file names.
-
-The mechanism: ``torch.load(f, weights_only=False, pickle_module=...)`` with our own unpickler, whose
-``find_class`` resolves only :func:`allowed_globals` and whose ``BUILD`` sets state only on the objects
-a checkpoint legitimately restores. We chose it over torch's ``weights_only`` allowlist
-(``torch.serialization.safe_globals``) because
-
-* every torch we support accepts a ``pickle_module`` (``safe_globals`` needs torch >= 2.5), so one code path
-  serves the whole range with no version check;
-* the allowlist is ours and per call, so nothing process-wide is edited (no lock, nothing to undo) and a
-  refused global raises our :class:`UnsafeCheckpointError` directly, with no parsing of torch's messages;
-* it is stricter: ``BUILD`` on anything else (a function, a class, a cached numpy dtype) is refused, where
-  torch's allowlist would let a file set attributes on the allowlisted objects themselves.
-
-Tensors are rebuilt by torch's own functions and storages by torch's own ``persistent_load``, which torch
-keeps in the unpickler it derives from ours. Two stand-ins keep class-level state out of the file's reach:
-
-* ``HistoryBuffer`` is built by :class:`HistoryBufferStandIn`. mmengine's ``HistoryBuffer.__setstate__``
-  merges the pickled ``statistics_methods`` into the class attribute ``HistoryBuffer._statistics_methods``,
-  which every buffer of the process shares: a file could choose the function that computes ``mean`` for
-  all of them. The stand-in checks the state against what mmengine writes and sets only the instance's
-  ``max_length``, ``_log_history`` and ``_count_history``.
-* ``getattr`` is :func:`history_buffer_statistic`, which resolves only the four statistics on
-  ``HistoryBuffer``, so allowlisting it gives a pickle no general attribute access.
-
-A checkpoint holding any other global, or a ``HistoryBuffer`` state that mmengine does not write, is refused
-with an :class:`UnsafeCheckpointError` naming the file; nothing falls back to unpickling everything.
-
-:func:`weights_only_checkpoint_loaders` applies this to checkpoint loading only: for the block, it registers
-loaders for every scheme of mmengine's ``CheckpointLoader`` (local files, ``http(s)://``,
-``torchvision://``, ``open-mmlab://``, ``mmcls://``, ``pavi://``, ``s3://``), through which
-``Runner.load_checkpoint``, ``Runner.resume``, ``load_from``, ``init_cfg=dict(type='Pretrained')`` and
-``CheckpointHook`` read. ``torch.load`` itself is left alone, so other code of the run keeps its own
-``weights_only`` choice.
-
-mmengine has no public API to list or restore its scheme loaders, nor to resolve ``$MMENGINE_HOME`` or strip
-an mmcls checkpoint: :data:`_MMENGINE_PRIVATE` names the three private helpers used, and
-``tests/apis/test_safe_checkpoint.py`` tests the behaviour relied on at both tested corners.
+``torch.load(f, weights_only=False, pickle_module=...)`` with our own unpickler, whose ``find_class`` resolves
+only :func:`allowed_globals` and whose ``BUILD`` sets state only on the objects a checkpoint legitimately
+restores; stand-ins keep class-level state out of the file's reach (:class:`HistoryBufferStandIn`,
+:func:`pickled_attribute`, :func:`numpy_dtype`). Anything else is refused with an :class:`UnsafeCheckpointError`
+naming the file and the global. :func:`use_weights_only_loaders` applies it to every scheme loader of mmengine's
+``CheckpointLoader``. Why this mechanism, and what it admits: docs/design.md, "Checkpoint safety".
 """
 import _compat_pickle
-import collections
 import codecs
-import contextlib
+import collections
 import functools
 import io
 import os
-import os.path as osp
 import pickle
-import re
 import types
-from tempfile import TemporaryDirectory
-from typing import Any, Callable, Dict, Iterator, Optional
-from urllib.parse import urlparse
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
-from mmengine.dist import get_dist_info
-from mmengine.fileio import get_file_backend
 from mmengine.logging.history_buffer import HistoryBuffer
-from mmengine.runner.checkpoint import (CheckpointLoader, _get_mmengine_home, _process_mmcls_checkpoint,
-                                        get_deprecated_model_names, get_external_models, get_mmcls_models,
-                                        get_torchvision_models)
-
-#: The private mmengine helpers this module relies on (no public equivalent exists).
-_MMENGINE_PRIVATE = ('CheckpointLoader._schemes', '_get_mmengine_home', '_process_mmcls_checkpoint')
+from mmengine.optim.scheduler.param_scheduler import OneCycleParamScheduler
+from mmengine.runner.checkpoint import CheckpointLoader
 
 #: The statistics ``HistoryBuffer`` registers for itself and pickles as ``getattr(HistoryBuffer, name)``.
 HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
@@ -117,27 +70,42 @@ class RefusedContent(Exception):
 _NOT_AMONG = 'which is not among the types mmengine/mmdet checkpoints contain (loaded with an allowlist)'
 
 
-def history_buffer_statistic(owner: Any, name: str) -> Callable:
-    """Stand-in for ``builtins.getattr`` while unpickling: only ``HistoryBuffer.<statistic>`` resolves.
+class AttributeOwner:
+    """What the unpickler builds for a class whose static functions a checkpoint names as
+    ``getattr(Class, name)``: only :func:`pickled_attribute` takes it, and calling it is refused."""
+
+    def __init__(self, cls: type, names: Tuple[str, ...]):
+        self.cls, self.names = cls, names
+        self.dotted = f'{cls.__module__}.{cls.__qualname__}'
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        raise RefusedContent(f"it calls the pickled global '{self.dotted}', {_NOT_AMONG}", self.dotted)
+
+
+#: OneCycleParamScheduler keeps its annealing function (a staticmethod) in its state.
+ONE_CYCLE = AttributeOwner(OneCycleParamScheduler, ('_annealing_cos', '_annealing_linear'))
+
+
+def pickled_attribute(owner: Any, name: str) -> Callable:
+    """Stand-in for ``builtins.getattr`` while unpickling: only ``HistoryBuffer.<statistic>`` and the
+    functions an :class:`AttributeOwner` names resolve.
 
     Args:
-        owner: ``HistoryBuffer`` as the pickle names it, i.e. :class:`HistoryBufferStandIn` (or
-            ``HistoryBuffer`` itself).
-        name (str): one of :data:`HISTORY_BUFFER_STATISTICS`.
-
-    Returns:
-        The unbound function ``HistoryBuffer.<name>``.
+        owner: the class as the pickle names it: :class:`HistoryBufferStandIn` (or ``HistoryBuffer``), or an
+            :class:`AttributeOwner`.
+        name (str): one of :data:`HISTORY_BUFFER_STATISTICS`, or of the owner's ``names``.
 
     Raises:
         RefusedContent: for any other object or attribute name.
     """
-    if owner not in (HistoryBufferStandIn, HistoryBuffer) or name not in HISTORY_BUFFER_STATISTICS:
-        owner_name = 'HistoryBuffer' if owner is HistoryBufferStandIn else getattr(
-            owner, '__name__', type(owner).__name__)
-        raise RefusedContent(
-            f"it holds the pickled global 'builtins.getattr' fetching {owner_name}.{name}, {_NOT_AMONG}",
-            'builtins.getattr')
-    return getattr(HistoryBuffer, name)
+    if owner in (HistoryBufferStandIn, HistoryBuffer) and name in HISTORY_BUFFER_STATISTICS:
+        return getattr(HistoryBuffer, name)
+    if isinstance(owner, AttributeOwner) and name in owner.names:
+        return getattr(owner.cls, name)
+    owner_name = ('HistoryBuffer' if owner is HistoryBufferStandIn else owner.cls.__name__
+                  if isinstance(owner, AttributeOwner) else getattr(owner, '__name__', type(owner).__name__))
+    raise RefusedContent(f"it holds the pickled global 'builtins.getattr' fetching {owner_name}.{name}, "
+                         f'{_NOT_AMONG}', 'builtins.getattr')
 
 
 def _refuse_history_state(problem: str):
@@ -228,7 +196,7 @@ def allowed_globals() -> Dict[str, Any]:
         dict: torch's tensor rebuild functions, dtypes, layouts, memory formats, quantisation schemes,
         ``torch.Size``, ``torch.device`` and storage classes; plain containers; numpy arrays, dtypes and
         scalars; and the stand-ins: ``HistoryBuffer`` -> :class:`HistoryBufferStandIn`,
-        ``builtins.getattr`` -> :func:`history_buffer_statistic`, ``numpy.dtype`` -> :func:`numpy_dtype`.
+        ``builtins.getattr`` -> :func:`pickled_attribute`, ``numpy.dtype`` -> :func:`numpy_dtype`.
     """
     allowed = {f'torch._utils.{name}': getattr(torch._utils, name)
                for name in _TENSOR_REBUILD_FUNCTIONS if hasattr(torch._utils, name)}
@@ -240,12 +208,14 @@ def allowed_globals() -> Dict[str, Any]:
     allowed.update({
         'torch.Size': torch.Size, 'torch.device': torch.device,
         'torch.serialization._get_layout': torch.serialization._get_layout,
-        'collections.OrderedDict': collections.OrderedDict, 'builtins.set': set, 'builtins.frozenset': frozenset,
+        # MultiStepLR's milestones; Counter(dict) is REDUCE'd, never BUILT.
+        'collections.OrderedDict': collections.OrderedDict, 'collections.Counter': collections.Counter,
+        'builtins.set': set, 'builtins.frozenset': frozenset,
         'builtins.complex': complex, 'builtins.bytearray': bytearray, 'builtins.slice': slice,
         '_codecs.encode': codecs.encode,  # how protocol 2 pickles bytes
         'numpy.ndarray': np.ndarray, 'numpy.dtype': numpy_dtype,
         _HISTORY_BUFFER_GLOBAL: HistoryBufferStandIn,
-        'builtins.getattr': history_buffer_statistic,
+        'builtins.getattr': pickled_attribute, ONE_CYCLE.dotted: ONE_CYCLE,
     })
     try:
         from numpy._core import multiarray
@@ -325,7 +295,8 @@ def load_checkpoint_safely(checkpoint_file: Any, map_location: Any = None, sourc
     source = _describe(checkpoint_file) if source is None else source
     try:
         # weights_only=False hands unpickling to pickle_module; the allowlist is the unpickler's.
-        return torch.load(checkpoint_file, map_location=map_location, pickle_module=ALLOWLIST_PICKLE,
+        # torch.serialization.load is torch.load, which _through_allowlist replaces during a loader's call.
+        return torch.serialization.load(checkpoint_file, map_location=map_location, pickle_module=ALLOWLIST_PICKLE,
                           weights_only=False)
     except RefusedContent as error:
         raise UnsafeCheckpointError(f'refusing to load checkpoint {source}: {error}', checkpoint=source,
@@ -341,128 +312,40 @@ def load_checkpoint_safely(checkpoint_file: Any, map_location: Any = None, sourc
             f'torch.save?): {first_line}') from error
 
 
-# The loaders registered by weights_only_checkpoint_loaders(): mmengine's, each loading through
-# load_checkpoint_safely. They keep mmengine's names because CheckpointLoader logs 'Loads checkpoint by
-# {name[10:]} backend'.
+def _through_allowlist(loader: Callable) -> Callable:
+    """``loader`` (one of mmengine's scheme loaders) with every ``torch.load`` it makes going through
+    :func:`load_checkpoint_safely`: mmengine keeps resolving names, downloading and caching; we unpickle."""
+    if getattr(loader, 'through_allowlist', False):
+        return loader
 
-def load_from_local(filename: str, map_location: Any = None) -> Any:
-    """A local file, as mmengine's ``load_from_local``."""
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
-    return load_checkpoint_safely(filename, map_location)
+    @functools.wraps(loader)
+    def load(filename: str, map_location: Any = None) -> Any:
+        torch_load = torch.load
 
+        def allowlisted_load(f: Any, map_location: Any = None, **kwargs: Any) -> Any:
+            # The file's own name (a URL, an open-mmlab:// name...) makes the better error message.
+            return load_checkpoint_safely(f, map_location, source=filename if isinstance(f, io.IOBase) else None)
 
-def _load_url(url: str, map_location: Any, model_dir: Optional[str], progress: bool) -> Any:
-    # torch.hub's cache directory and download, as load_state_dict_from_url, then our loader.
-    model_dir = osp.join(torch.hub.get_dir(), 'checkpoints') if model_dir is None else model_dir
-    os.makedirs(model_dir, exist_ok=True)
-    cached_file = osp.join(model_dir, osp.basename(urlparse(url).path))
-    if not osp.exists(cached_file):
-        torch.hub.download_url_to_file(url, cached_file, progress=progress)
-    return load_checkpoint_safely(cached_file, map_location, source=url)
+        torch.load = allowlisted_load
+        try:
+            return loader(filename, map_location)
+        finally:
+            torch.load = torch_load
 
-
-def load_from_http(filename: str, map_location: Any = None, model_dir: Optional[str] = None,
-                   progress: Optional[bool] = None) -> Any:
-    """An ``http(s)://`` URL, cached by ``torch.hub``; rank 0 downloads first, as mmengine's loader."""
-    progress = os.isatty(0) if progress is None else progress
-    rank, world_size = get_dist_info()
-    if rank == 0:
-        checkpoint = _load_url(filename, map_location, model_dir, progress)
-    if world_size > 1:
-        torch.distributed.barrier()
-        if rank > 0:
-            checkpoint = _load_url(filename, map_location, model_dir, progress)
-    return checkpoint
+    load.through_allowlist = True
+    return load
 
 
-def load_from_torchvision(filename: str, map_location: Any = None) -> Any:
-    """``torchvision://NAME`` (or the deprecated ``modelzoo://NAME``): torchvision's URL for NAME."""
-    return load_from_http(get_torchvision_models()[filename.split('://', 1)[1]], map_location)
+def use_weights_only_loaders() -> None:
+    """From now on in this process, every checkpoint mmengine's ``CheckpointLoader`` reads goes through the
+    allowlist: ``load_from``, ``--resume``, ``test.py``'s checkpoint, ``init_cfg=dict(type='Pretrained')``.
 
-
-def load_from_openmmlab(filename: str, map_location: Any = None) -> Any:
-    """``open-mmlab://NAME``: the URL (or the file under ``$MMENGINE_HOME``) mmengine's model list gives."""
-    name = filename.split('://', 1)[1]
-    name = get_deprecated_model_names().get(name, name)
-    model_url = get_external_models()[name]
-    if model_url.startswith(('http://', 'https://')):
-        return load_from_http(model_url, map_location)
-    return load_from_local(osp.join(_get_mmengine_home(), model_url), map_location)
-
-
-def load_from_mmcls(filename: str, map_location: Any = None) -> Any:
-    """``mmcls://NAME``: an mmcls backbone, with its keys stripped of ``backbone.`` as mmengine does."""
-    checkpoint = load_from_http(get_mmcls_models()[filename[len('mmcls://'):]], map_location)
-    return _process_mmcls_checkpoint(checkpoint)
-
-
-def load_from_pavi(filename: str, map_location: Any = None) -> Any:
-    """``pavi://PATH``: downloaded from pavi's model cloud to a temporary file."""
-    try:
-        from pavi import modelcloud
-    except ImportError as error:
-        raise ImportError('Please install pavi to load checkpoint from modelcloud.') from error
-    model = modelcloud.get(filename[len('pavi://'):])
-    with TemporaryDirectory() as tmp_dir:
-        downloaded_file = osp.join(tmp_dir, model.name)
-        model.download(downloaded_file)
-        return load_checkpoint_safely(downloaded_file, map_location, source=filename)
-
-
-def load_from_ceph(filename: str, map_location: Any = None, backend: str = 'petrel') -> Any:
-    """``s3://`` or ``petrel://``, read through mmengine's file backend."""
-    file_backend = get_file_backend(filename, backend_args={'backend': backend})
-    with io.BytesIO(file_backend.get(filename)) as buffer:
-        return load_checkpoint_safely(buffer, map_location, source=filename)
-
-
-#: Every scheme prefix of mmengine's ``CheckpointLoader``, with its weights-only loader.
-WEIGHTS_ONLY_LOADERS: Dict[str, Callable] = {
-    '': load_from_local,
-    'http://': load_from_http,
-    'https://': load_from_http,
-    'modelzoo://': load_from_torchvision,
-    'torchvision://': load_from_torchvision,
-    'open-mmlab://': load_from_openmmlab,
-    'openmmlab://': load_from_openmmlab,
-    'mmcls://': load_from_mmcls,
-    'pavi://': load_from_pavi,
-    r'(\S+\:)?s3://': load_from_ceph,
-    r'(\S+\:)?petrel://': load_from_ceph,
-}
-
-
-@contextlib.contextmanager
-def weights_only_checkpoint_loaders() -> Iterator[None]:
-    """In this block, mmengine's ``CheckpointLoader`` loads every checkpoint as
-    :func:`load_checkpoint_safely` does.
-
-    Registers :data:`WEIGHTS_ONLY_LOADERS` with ``CheckpointLoader.register_scheme(force=True)``: that is
-    how ``Runner.load_checkpoint``, ``Runner.resume``, ``load_from``, ``init_cfg=dict(type='Pretrained')``
-    and ``CheckpointHook`` read checkpoints. ``torch.load`` is not touched, so a
-    ``torch.load(f, weights_only=False)`` elsewhere in the block keeps its meaning. A scheme registered by
-    a third party under another prefix keeps its own loader.
-
-    On exit every prefix gets back the loader it had before, unless it was registered again inside the
-    block, in which case that registration stays. Re-entrant.
+    Each scheme's own loader (local files, ``http(s)://``, ``torchvision://``, ``open-mmlab://``, ``mmcls://``,
+    ``pavi://``, ``s3://``, and any a third party registered) is registered again with
+    ``CheckpointLoader.register_scheme(..., force=True)``, wrapped so that its ``torch.load`` is
+    :func:`load_checkpoint_safely` for the duration of the call; ``torch.load`` elsewhere is untouched.
+    mmengine offers no public way to list the schemes: ``CheckpointLoader._schemes`` is read (tested at both
+    corners). Calling it again changes nothing.
     """
-    previous = dict(CheckpointLoader._schemes)
-    for prefix, loader in WEIGHTS_ONLY_LOADERS.items():
-        CheckpointLoader.register_scheme(prefix, loader, force=True)
-    try:
-        yield
-    finally:
-        for prefix, loader in WEIGHTS_ONLY_LOADERS.items():
-            if CheckpointLoader._schemes.get(prefix) is not loader:
-                continue
-            if prefix in previous:
-                CheckpointLoader.register_scheme(prefix, previous[prefix], force=True)
-            else:
-                del CheckpointLoader._schemes[prefix]
-
-
-def is_local_path(path: str) -> bool:
-    """Whether mmengine's ``CheckpointLoader`` would read ``path`` from the local file system."""
-    return re.match(r'^[a-zA-Z][\w+.-]*://', str(path)) is None
+    for prefix, loader in list(CheckpointLoader._schemes.items()):
+        CheckpointLoader.register_scheme(prefix, _through_allowlist(loader), force=True)

@@ -1,25 +1,32 @@
-"""Multi-process runs on machines without CUDA: the gloo process group mmengine 0.10.7 cannot start itself.
+"""Multi-process runs on machines without CUDA: what mmdet's tools need there and mmengine does not do.
 
-mmengine's ``init_dist`` calls ``torch.cuda.set_device`` for every launcher, and its ``Runner`` wraps the
-model in DDP with ``device_ids=[LOCAL_RANK]``, which DDP rejects for a CPU module. With CUDA, nothing here
-changes anything: the Runner starts the process group from ``env_cfg.dist_cfg`` (NCCL) as usual. Without
-CUDA, :func:`init_cpu_distributed` starts a gloo group before the Runner is built (the Runner then sees
-``is_distributed()`` and does not start another) and sets ``device_ids=None`` for DDP.
+* A gloo process group. mmengine's ``init_dist`` calls ``torch.cuda.set_device`` for every launcher; its
+  ``Runner`` skips ``init_dist`` when a process group already exists, so :func:`cpu_process_group` starts one
+  before mmdet's tool builds the Runner.
+* A DDP wrapper for CPU modules. mmengine's ``Runner.wrap_model`` passes ``device_ids=[LOCAL_RANK]``, which DDP
+  rejects for a CPU module, and keeps SyncBN layers, which need CUDA in a process group.
+  :class:`CPUDistributedDataParallel` takes no ``device_ids`` and turns SyncBN back into BN;
+  :func:`cpu_distributed_options` selects it through mmdet's own ``--cfg-options``.
+
+With CUDA nothing here applies: the Runner starts NCCL from ``env_cfg.dist_cfg`` as usual.
 """
 import contextlib
 import datetime
 import gc
 import os
 import subprocess
-from typing import Callable, Dict, Iterator, Mapping, Optional
+from typing import Callable, Dict, Iterator, List, Mapping
 
-import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
+from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
+from mmengine.registry import MODEL_WRAPPERS
 
-from .errors import ToolError
 
-LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+class ToolError(Exception):
+    """A mistake the user can fix; a tool prints its message as one line."""
+
+
 DEFAULT_MASTER_PORT = '29500'  # torch.distributed's default, as mmengine uses
 
 
@@ -32,142 +39,92 @@ def first_slurm_host(node_list: str) -> str:
     return hosts[0]
 
 
-def _require(environ: Mapping[str, str], names, launcher: str, set_by: str) -> None:
-    missing = [name for name in names if name not in environ]
-    if missing:
-        raise ToolError(f'--launcher {launcher} needs the environment variables {", ".join(missing)}, '
-                        f'which {set_by} sets')
+# launcher -> (variables it must set, who sets them, RANK, WORLD_SIZE, LOCAL_RANK), as mmengine's _init_dist_*.
+_LAUNCHER_VARIABLES = {
+    'pytorch': (('RANK', 'WORLD_SIZE', 'MASTER_ADDR'), 'torchrun (tools/dist_train.sh, tools/dist_test.sh)',
+                'RANK', 'WORLD_SIZE', 'LOCAL_RANK'),
+    'slurm': (('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'), 'srun (tools/slurm_train.sh, tools/slurm_test.sh)',
+              'SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_LOCALID'),
+    'mpi': (('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE', 'MASTER_ADDR'), 'mpirun (with MASTER_ADDR exported)',
+            'OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE', 'OMPI_COMM_WORLD_LOCAL_RANK'),
+}
 
 
 def distributed_env(launcher: str, environ: Mapping[str, str],
                     resolve_host: Callable[[str], str] = first_slurm_host) -> Dict[str, str]:
-    """The ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` for ``env://``.
-
-    Derived as mmengine's ``_init_dist_pytorch``/``_init_dist_slurm``/``_init_dist_mpi`` derive them:
-
-    * ``pytorch``: as torchrun sets them;
-    * ``slurm``: ``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``, and the first host of
-      ``SLURM_NODELIST`` as ``MASTER_ADDR`` unless ``MASTER_ADDR`` is set; ``MASTER_PORT`` defaults to 29500;
-    * ``mpi``: ``OMPI_COMM_WORLD_RANK``/``_SIZE``/``_LOCAL_RANK``; ``MASTER_ADDR`` must be set.
-
-    Args:
-        launcher (str): one of ``'pytorch'``, ``'slurm'``, ``'mpi'``.
-        environ: the process environment (``os.environ``).
-        resolve_host: maps a Slurm node list to its first host name.
-
-    Returns:
-        dict: the five variables, as strings.
+    """``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` for ``env://``, derived as
+    mmengine's ``_init_dist_pytorch``/``_slurm``/``_mpi`` derive them (Slurm: the first host of
+    ``SLURM_NODELIST`` unless ``MASTER_ADDR`` is set; ``MASTER_PORT`` defaults to 29500).
 
     Raises:
         ToolError: a variable the launcher should have set is missing.
     """
-    port = environ.get('MASTER_PORT', DEFAULT_MASTER_PORT)
-    if launcher == 'pytorch':
-        _require(environ, ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'), launcher,
-                 'torchrun (tools/dist_train.sh, tools/dist_test.sh)')
-        return dict(RANK=environ['RANK'], WORLD_SIZE=environ['WORLD_SIZE'],
-                    LOCAL_RANK=environ.get('LOCAL_RANK', '0'), MASTER_ADDR=environ['MASTER_ADDR'],
-                    MASTER_PORT=port)
-    if launcher == 'slurm':
-        _require(environ, ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'), launcher,
-                 'srun (tools/slurm_train.sh, tools/slurm_test.sh)')
-        master_addr = environ.get('MASTER_ADDR') or resolve_host(environ['SLURM_NODELIST'])
-        return dict(RANK=environ['SLURM_PROCID'], WORLD_SIZE=environ['SLURM_NTASKS'],
-                    LOCAL_RANK=environ.get('SLURM_LOCALID', '0'), MASTER_ADDR=master_addr,
-                    MASTER_PORT=port)
-    if launcher == 'mpi':
-        _require(environ, ('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE', 'OMPI_COMM_WORLD_LOCAL_RANK',
-                           'MASTER_ADDR'), launcher, 'mpirun (with MASTER_ADDR exported)')
-        return dict(RANK=environ['OMPI_COMM_WORLD_RANK'], WORLD_SIZE=environ['OMPI_COMM_WORLD_SIZE'],
-                    LOCAL_RANK=environ['OMPI_COMM_WORLD_LOCAL_RANK'], MASTER_ADDR=environ['MASTER_ADDR'],
-                    MASTER_PORT=port)
-    raise ToolError(f'--launcher must be one of {", ".join(LAUNCHERS[1:])} for a distributed run, '
-                    f'got {launcher!r}')
+    required, set_by, rank, world_size, local_rank = _LAUNCHER_VARIABLES[launcher]
+    missing = [name for name in required if name not in environ]
+    if missing:
+        raise ToolError(f'--launcher {launcher} needs the environment variables {", ".join(missing)}, '
+                        f'which {set_by} sets')
+    master_addr = environ.get('MASTER_ADDR') or resolve_host(environ['SLURM_NODELIST'])
+    return dict(RANK=environ[rank], WORLD_SIZE=environ[world_size], LOCAL_RANK=environ.get(local_rank, '0'),
+                MASTER_ADDR=master_addr, MASTER_PORT=environ.get('MASTER_PORT', DEFAULT_MASTER_PORT))
 
 
-def use_cpu_ddp(cfg: Config) -> None:
-    """Make the Runner's DDP wrapper take CPU modules: ``device_ids=None`` (mmengine passes ``[LOCAL_RANK]``).
+@MODEL_WRAPPERS.register_module()
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """mmengine's ``MMDistributedDataParallel`` for a model on the CPU: SyncBN layers (which need CUDA once a
+    process group exists) become BN first, and ``device_ids`` is dropped (DDP rejects it for a CPU module)."""
 
-    A ``model_wrapper_cfg`` in the config keeps its other settings; without one, mmengine's default wrapper
-    (``MMDistributedDataParallel``, ``broadcast_buffers=False``) is written out with ``device_ids=None``.
+    def __init__(self, module, device_ids=None, **kwargs):
+        super().__init__(module=revert_sync_batchnorm(module), device_ids=None, **kwargs)
+
+
+def cpu_distributed_options(config: Config) -> List[str]:
+    """``--cfg-options`` for a run in :func:`cpu_process_group`: the backend the log reports (gloo), and the
+    model wrapped in :class:`CPUDistributedDataParallel`.
+
+    A ``model_wrapper_cfg`` of the config keeps its other settings; without one, mmengine's default wrapper
+    settings are written out (``broadcast_buffers=False``, ``find_unused_parameters`` from the config), as
+    ``Runner.wrap_model`` would use them. A wrapper of another type is left alone.
     """
-    wrapper = cfg.get('model_wrapper_cfg', None)
+    options = ['env_cfg.dist_cfg.backend=gloo']
+    wrapper = config.get('model_wrapper_cfg', None)
+    if wrapper is not None and wrapper.get('type', 'MMDistributedDataParallel') != 'MMDistributedDataParallel':
+        return options
+    options.append('model_wrapper_cfg.type=CPUDistributedDataParallel')
     if wrapper is None:
-        cfg.model_wrapper_cfg = dict(
-            type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
-            find_unused_parameters=cfg.get('find_unused_parameters', False))
-    else:
-        wrapper.setdefault('type', 'MMDistributedDataParallel')
-        wrapper.device_ids = None
-
-
-def _timeout(dist_cfg: dict) -> Optional[datetime.timedelta]:
-    seconds = dist_cfg.get('timeout', None)
-    if seconds is None or isinstance(seconds, datetime.timedelta):
-        return seconds
-    return datetime.timedelta(seconds=seconds)
-
-
-def init_cpu_distributed(launcher: str, cfg: Config) -> bool:
-    """Start a gloo process group for ``launcher`` when this machine has no CUDA device.
-
-    Args:
-        launcher (str): ``--launcher``: ``'none'``, ``'pytorch'``, ``'slurm'`` or ``'mpi'``.
-        cfg (Config): the run's config; on CPU its ``env_cfg.dist_cfg.backend`` becomes ``'gloo'`` and its
-            DDP wrapper gets ``device_ids=None``.
-
-    Returns:
-        bool: whether this call started the process group (the caller then destroys it at the end).
-        ``False`` for ``launcher='none'``, with CUDA (the Runner starts NCCL itself), or when a group
-        already exists.
-    """
-    if launcher == 'none' or torch.cuda.is_available() or torch_dist.is_initialized():
-        return False
-    # Exported because env:// and mmengine (LOCAL_RANK for the DDP wrapper and logging) read them there.
-    os.environ.update(distributed_env(launcher, os.environ))
-    if cfg.get('env_cfg', None) is None:
-        cfg.env_cfg = dict()
-    if cfg.env_cfg.get('dist_cfg', None) is None:
-        cfg.env_cfg.dist_cfg = dict()
-    dist_cfg = cfg.env_cfg.dist_cfg
-    dist_cfg.backend = 'gloo'
-    options = {key: value for key, value in dist_cfg.items() if key not in ('backend', 'timeout')}
-    timeout = _timeout(dist_cfg)
-    if timeout is not None:
-        options['timeout'] = timeout
-    torch_dist.init_process_group(backend='gloo', init_method='env://', rank=int(os.environ['RANK']),
-                                  world_size=int(os.environ['WORLD_SIZE']), **options)
-    use_cpu_ddp(cfg)
-    return True
+        options += ['model_wrapper_cfg.broadcast_buffers=False',
+                    f'model_wrapper_cfg.find_unused_parameters={bool(config.get("find_unused_parameters", False))}']
+    return options
 
 
 @contextlib.contextmanager
-def cpu_process_group(launcher: str, cfg: Config) -> Iterator[None]:
-    """:func:`init_cpu_distributed` for the block; the group it started is destroyed on the way out.
+def cpu_process_group(launcher: str, config: Config) -> Iterator[None]:
+    """A gloo process group for the block, started from the launcher's environment with the options of the
+    config's ``env_cfg.dist_cfg`` (``timeout`` in seconds, as mmengine's ``init_dist``), destroyed after it.
 
-    After a block that succeeded, the group is taken down the clean way, on every rank: first the garbage
-    from the block is collected (a Runner's reference cycles keep its DDP wrapper, which holds the group, and
-    the group's gloo threads, alive), then all ranks meet at a barrier (no rank closes its connections while
-    another still sends through them), then the group is destroyed. Left to interpreter shutdown, a gloo
-    thread that touches a tensor needs the GIL and aborts the process ("terminate called without an active
-    exception") after a run that had succeeded; destroyed right after a collective, on torch < 2.8, the group's
-    destructor can deadlock against such a thread (pytorch/pytorch#154976; the barrier gives the thread the
-    GIL first, see tests/gloo_ranks.py). After a failure the group is destroyed without the barrier,
-    which the other ranks may never reach.
-
-    Write the block so that the Runner is gone when it ends: build and run it in a function called there.
+    After a block that succeeded the group is taken down the clean way, on every rank: the block's garbage is
+    collected first (a Runner's reference cycles keep its DDP wrapper, which holds the group and its gloo
+    threads), then all ranks meet at a barrier (no rank closes connections another still uses), then it is
+    destroyed. Left to interpreter shutdown, a gloo thread that needs the GIL aborts the process after a run
+    that succeeded; destroyed right after a collective on torch < 2.8, the group's destructor can deadlock
+    against such a thread (pytorch/pytorch#154976). After a failure it is destroyed without the barrier, which
+    other ranks may never reach.
     """
-    if not init_cpu_distributed(launcher, cfg):
-        yield
-        return
+    # Exported because env:// and mmengine (LOCAL_RANK for logging and the data sampler) read them there.
+    os.environ.update(distributed_env(launcher, os.environ))
+    options = {key: value for key, value in (config.get('env_cfg', None) or {}).get('dist_cfg', {}).items()
+               if key != 'backend'}
+    if isinstance(options.get('timeout', None), (int, float)):
+        options['timeout'] = datetime.timedelta(seconds=options['timeout'])
+    torch_dist.init_process_group(backend='gloo', init_method='env://', rank=int(os.environ['RANK']),
+                                  world_size=int(os.environ['WORLD_SIZE']), **options)
     try:
         yield
     except BaseException:
         if torch_dist.is_initialized():
             torch_dist.destroy_process_group()
         raise
-    if not torch_dist.is_initialized():  # the block destroyed it itself
-        return
-    gc.collect()
-    torch_dist.barrier()
-    torch_dist.destroy_process_group()
+    if torch_dist.is_initialized():
+        gc.collect()
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()

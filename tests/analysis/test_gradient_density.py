@@ -10,8 +10,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ghm_mmdet.analysis import (FINE_BINS, GradientNormHistogram, build_model, describe_source,
-                                plot_gradient_density, record_gradient_norms)
+from ghm_mmdet.analysis import (
+    FINE_BINS,
+    GradientNormHistogram,
+    build_model,
+    describe_source,
+    plot_gradient_density,
+    record_gradient_norms,
+)
 from ghm_mmdet.models.losses import GHMC, GHMR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,12 +148,14 @@ def run_tool(*args, cwd):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_a_missing_checkpoint_is_one_sentence(tmp_path):
+def test_a_missing_checkpoint_is_a_usage_error_before_any_work(tmp_path):
     run = run_tool(DEMO_CONFIG, '--checkpoint', tmp_path / 'nope.pth', '--out-dir', tmp_path / 'out',
                    cwd=tmp_path)
-    assert run.returncode == 1, run.stderr
+    assert run.returncode == 2, run.stderr
     assert run.stderr.strip().splitlines()[-1] == (
-        f'plot_gradient_density.py: error: checkpoint file {tmp_path / "nope.pth"} does not exist')
+        f'plot_gradient_density.py: error: --checkpoint {tmp_path / "nope.pth"} does not exist (a local '
+        'checkpoint file)')
+    assert not (tmp_path / 'data').exists()  # stopped before building the demo data set
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""ghm_mmdet.apis.dist: a gloo process group where mmengine 0.10.7 would call torch.cuda.set_device."""
+"""ghm_mmdet.apis.dist: a gloo process group where mmengine would call torch.cuda.set_device, and a DDP wrapper
+that takes a CPU module with SyncBN."""
 import gc
 import socket
 
@@ -7,10 +8,17 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
 from mmengine.model import MMDistributedDataParallel
+from mmengine.registry import MODEL_WRAPPERS
 
-from ghm_mmdet.apis.dist import (cpu_process_group, distributed_env, init_cpu_distributed,
-                                 use_cpu_ddp)
-from ghm_mmdet.apis.errors import ToolError
+from ghm_mmdet.apis.dist import (
+    CPUDistributedDataParallel,
+    ToolError,
+    cpu_distributed_options,
+    cpu_process_group,
+    distributed_env,
+)
+
+pytestmark = pytest.mark.compat
 
 
 def no_host(node_list):
@@ -43,7 +51,7 @@ def test_mpi_env_from_open_mpi():
 
 
 @pytest.mark.parametrize('launcher, environ, missing', [
-    ('pytorch', dict(RANK='0'), 'WORLD_SIZE, MASTER_ADDR, MASTER_PORT'),
+    ('pytorch', dict(RANK='0'), 'WORLD_SIZE, MASTER_ADDR'),
     ('slurm', dict(SLURM_PROCID='0'), 'SLURM_NTASKS, SLURM_NODELIST'),
     ('mpi', dict(OMPI_COMM_WORLD_RANK='0', OMPI_COMM_WORLD_SIZE='1', OMPI_COMM_WORLD_LOCAL_RANK='0'),
      'MASTER_ADDR'),
@@ -53,25 +61,18 @@ def test_missing_launcher_variables_are_named(launcher, environ, missing):
         distributed_env(launcher, environ)
 
 
-def test_use_cpu_ddp_writes_mmengines_default_wrapper_with_no_device_ids():
-    cfg = Config(dict(find_unused_parameters=True))
-    use_cpu_ddp(cfg)
-    assert cfg.model_wrapper_cfg == dict(type='MMDistributedDataParallel', device_ids=None,
-                                         broadcast_buffers=False, find_unused_parameters=True)
+def test_cpu_options_write_mmengines_default_wrapper_as_ours():
+    options = cpu_distributed_options(Config(dict(find_unused_parameters=True)))
+    assert options == ['env_cfg.dist_cfg.backend=gloo', 'model_wrapper_cfg.type=CPUDistributedDataParallel',
+                       'model_wrapper_cfg.broadcast_buffers=False', 'model_wrapper_cfg.find_unused_parameters=True']
 
 
-def test_use_cpu_ddp_keeps_a_configured_wrapper():
-    cfg = Config(dict(model_wrapper_cfg=dict(type='MMDistributedDataParallel', broadcast_buffers=True)))
-    use_cpu_ddp(cfg)
-    assert cfg.model_wrapper_cfg == dict(type='MMDistributedDataParallel', broadcast_buffers=True,
-                                         device_ids=None)
-
-
-def test_no_launcher_starts_nothing():
-    cfg = Config(dict())
-    assert init_cpu_distributed('none', cfg) is False
-    assert not torch_dist.is_initialized()
-    assert 'model_wrapper_cfg' not in cfg
+def test_cpu_options_keep_a_configured_wrapper_and_leave_other_types_alone():
+    configured = Config(dict(model_wrapper_cfg=dict(type='MMDistributedDataParallel', broadcast_buffers=True)))
+    assert cpu_distributed_options(configured) == ['env_cfg.dist_cfg.backend=gloo',
+                                                   'model_wrapper_cfg.type=CPUDistributedDataParallel']
+    other = Config(dict(model_wrapper_cfg=dict(type='MMFullyShardedDataParallel')))
+    assert cpu_distributed_options(other) == ['env_cfg.dist_cfg.backend=gloo']
 
 
 def free_port():
@@ -92,30 +93,37 @@ def one_process_torchrun_env(monkeypatch):
         torch_dist.destroy_process_group()
 
 
+class WithSyncBN(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 1)
+        self.norm = torch.nn.SyncBatchNorm(4)
+
+    def forward(self, x):
+        return self.norm(self.conv(x))
+
+
 # torch 2.13 deprecates the broadcast_buffers=False that mmengine passes; not ours to change here.
 @pytest.mark.filterwarnings('ignore:`broadcast_buffers` is deprecated:FutureWarning')
-def test_cpu_group_is_gloo_and_ddp_takes_cpu_module(one_process_torchrun_env):
-    cfg = Config(dict(env_cfg=dict(dist_cfg=dict(backend='nccl', timeout=60))))
-    assert init_cpu_distributed('pytorch', cfg) is True
-    assert torch_dist.get_backend() == 'gloo'
-    assert cfg.env_cfg.dist_cfg.backend == 'gloo'
-    assert init_cpu_distributed('pytorch', cfg) is False  # already started: the Runner must not re-init
-
-    # What mmengine's Runner would pass without use_cpu_ddp, and what it passes with it.
-    with pytest.raises(ValueError, match='device_ids'):
-        MMDistributedDataParallel(module=torch.nn.Linear(2, 1), device_ids=[0])
-    wrapper = dict(cfg.model_wrapper_cfg)
-    wrapper.pop('type')
-    model = MMDistributedDataParallel(module=torch.nn.Linear(2, 1), **wrapper)
-    loss = model(torch.ones(3, 2)).sum()
-    loss.backward()
-    assert model.module.weight.grad is not None
-
-
-def test_cpu_process_group_is_gone_after_the_block(one_process_torchrun_env):
-    cfg = Config(dict())
-    with cpu_process_group('pytorch', cfg):
-        assert torch_dist.is_initialized()
+def test_cpu_group_is_gloo_and_the_wrapper_takes_a_cpu_module_with_syncbn(one_process_torchrun_env):
+    config = Config(dict(env_cfg=dict(dist_cfg=dict(backend='nccl', timeout=60))))
+    with cpu_process_group('pytorch', config):
+        assert torch_dist.get_backend() == 'gloo'
+        # What mmengine's Runner.wrap_model passes without our wrapper, and to ours.
+        with pytest.raises(ValueError, match='device_ids'):
+            MMDistributedDataParallel(module=torch.nn.Linear(2, 1), device_ids=[0])
+        with pytest.raises(ValueError, match='SyncBatchNorm expected input tensor to be on GPU'):
+            WithSyncBN()(torch.ones(2, 3, 4, 4))
+        module = WithSyncBN()
+        weight = module.norm.weight
+        model = MODEL_WRAPPERS.build(dict(type='CPUDistributedDataParallel', broadcast_buffers=False),
+                                     default_args=dict(module=module, device_ids=[0]))
+        assert type(model) is CPUDistributedDataParallel
+        assert type(model.module.norm) is not torch.nn.SyncBatchNorm
+        assert isinstance(model.module.norm, torch.nn.modules.batchnorm._BatchNorm)
+        assert model.module.norm.weight is weight  # the same parameters: checkpoints and optimizers agree
+        model(torch.ones(2, 3, 4, 4)).sum().backward()
+        assert model.module.conv.weight.grad is not None
     assert not torch_dist.is_initialized()
 
 

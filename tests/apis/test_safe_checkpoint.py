@@ -19,10 +19,18 @@ from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint, load_
 from packaging.version import Version
 
 from ghm_mmdet.apis import checkpoint as safe
-from ghm_mmdet.apis.checkpoint import (WEIGHTS_ONLY_LOADERS, HistoryBufferStandIn, RefusedContent,
-                                       UnreadableCheckpointError, UnsafeCheckpointError,
-                                       allowed_globals, history_buffer_statistic, load_checkpoint_safely,
-                                       numpy_dtype, weights_only_checkpoint_loaders)
+from ghm_mmdet.apis.checkpoint import (
+    ONE_CYCLE,
+    HistoryBufferStandIn,
+    RefusedContent,
+    UnreadableCheckpointError,
+    UnsafeCheckpointError,
+    allowed_globals,
+    load_checkpoint_safely,
+    numpy_dtype,
+    pickled_attribute,
+    use_weights_only_loaders,
+)
 
 pytestmark = pytest.mark.compat
 
@@ -178,7 +186,9 @@ def test_allowlist_covers_what_the_checkpoint_needs_and_nothing_general(tmp_path
         HISTORY_BUFFER, 'numpy.ndarray', 'numpy.dtype', 'numpy._core.multiarray._reconstruct',
         'numpy._core.multiarray.scalar', 'numpy.core.multiarray._reconstruct', 'numpy.core.multiarray.scalar',
         'builtins.getattr', 'collections.OrderedDict', 'builtins.set', 'builtins.frozenset', 'builtins.complex',
-        'builtins.bytearray', 'builtins.slice', '_codecs.encode'}
+        'builtins.bytearray', 'builtins.slice', '_codecs.encode', 'collections.Counter',
+        'mmengine.optim.scheduler.param_scheduler.OneCycleParamScheduler'}
+    assert allowed_globals()['mmengine.optim.scheduler.param_scheduler.OneCycleParamScheduler'] is ONE_CYCLE
     functions = {name for name, value in allowed_globals().items() if callable(value) and name.startswith('torch.')
                  and not isinstance(value, type)}
     assert all(name.startswith(('torch._utils._rebuild_', 'torch.serialization._get_layout')) for name in functions)
@@ -186,7 +196,7 @@ def test_allowlist_covers_what_the_checkpoint_needs_and_nothing_general(tmp_path
 
 def test_history_buffer_getattr_and_dtype_are_bound_to_the_stand_ins():
     assert allowed_globals()[HISTORY_BUFFER] is HistoryBufferStandIn
-    assert allowed_globals()['builtins.getattr'] is history_buffer_statistic
+    assert allowed_globals()['builtins.getattr'] is pickled_attribute
     assert allowed_globals()['numpy.dtype'] is numpy_dtype
     assert HistoryBuffer not in allowed_globals().values()  # its __setstate__ writes to the class
     assert getattr not in allowed_globals().values()
@@ -194,15 +204,24 @@ def test_history_buffer_getattr_and_dtype_are_bound_to_the_stand_ins():
 
 @pytest.mark.parametrize('owner, name', [(HistoryBuffer, '__init__'), (HistoryBufferStandIn, 'update'),
                                          (HistoryBuffer, '_statistics_methods'), (np.ndarray, 'tofile'),
-                                         (os, 'system')])
-def test_history_buffer_statistic_refuses_anything_else(owner, name):
+                                         (os, 'system'), (ONE_CYCLE, 'step'), (ONE_CYCLE, '__init__'),
+                                         (ONE_CYCLE, 'cls')])
+def test_pickled_attribute_refuses_anything_else(owner, name):
     with pytest.raises(RefusedContent, match="'builtins.getattr' fetching"):
-        history_buffer_statistic(owner, name)
+        pickled_attribute(owner, name)
 
 
-def test_history_buffer_statistic_resolves_the_four_statistics():
+def test_pickled_attribute_resolves_the_four_statistics_and_one_cycles_annealing():
     for name in ('min', 'max', 'current', 'mean'):
-        assert history_buffer_statistic(HistoryBufferStandIn, name) is getattr(HistoryBuffer, name)
+        assert pickled_attribute(HistoryBufferStandIn, name) is getattr(HistoryBuffer, name)
+    from mmengine.optim.scheduler.param_scheduler import OneCycleParamScheduler
+    for name in ('_annealing_cos', '_annealing_linear'):
+        assert pickled_attribute(ONE_CYCLE, name) is getattr(OneCycleParamScheduler, name)
+
+
+def test_the_one_cycle_class_a_checkpoint_names_cannot_be_called():
+    with pytest.raises(RefusedContent, match="it calls the pickled global 'mmengine.optim.scheduler"):
+        ONE_CYCLE(None, 'lr', eta_max=0.1)
 
 
 @pytest.mark.skipif(not hasattr(HistoryBuffer, '__setstate__'),
@@ -325,64 +344,17 @@ def test_text_file_is_named_as_unreadable(tmp_path):
 
 # ----- the scope: mmengine's CheckpointLoader, not torch.load -----
 
-def test_the_private_mmengine_helpers_behave_as_relied_on(tmp_path, monkeypatch):
-    # No public API does these; checkpoint.py relies on exactly this behaviour, at every tested mmengine.
-    assert safe._MMENGINE_PRIVATE == ('CheckpointLoader._schemes', '_get_mmengine_home',
-                                      '_process_mmcls_checkpoint')
-    monkeypatch.setenv('MMENGINE_HOME', str(tmp_path / 'home'))
-    assert safe._get_mmengine_home() == str(tmp_path / 'home')
-    mmcls = safe._process_mmcls_checkpoint({'state_dict': {'backbone.conv.weight': 1, 'head.fc.weight': 2}})
-    assert mmcls['state_dict'] == {'conv.weight': 1}
-    loader = lambda filename, map_location=None: filename  # noqa: E731
-    CheckpointLoader.register_scheme('ghm-test://', loader)
-    try:
-        assert CheckpointLoader._schemes['ghm-test://'] is loader
-        assert CheckpointLoader.load_checkpoint('ghm-test://x', logger='silent') == 'ghm-test://x'
-    finally:
-        del CheckpointLoader._schemes['ghm-test://']
-
-
-def mmengine_own_prefixes():
-    return {prefix for prefix, loader in CheckpointLoader._schemes.items()
-            if loader.__module__ == 'mmengine.runner.checkpoint'}
-
-
-def test_scope_covers_every_scheme_of_mmengine_and_restores_them():
-    before = dict(CheckpointLoader._schemes)
-    own = mmengine_own_prefixes()
-    assert {'', 'http://', 'https://', 'torchvision://', 'open-mmlab://', 'pavi://'} <= own
-    with weights_only_checkpoint_loaders():
-        for prefix in own:
-            assert CheckpointLoader._schemes[prefix] is WEIGHTS_ONLY_LOADERS[prefix], prefix
-        with weights_only_checkpoint_loaders():  # re-entrant
-            pass
-        assert CheckpointLoader._get_checkpoint_loader('https://x/y.pth') is safe.load_from_http
-        assert CheckpointLoader._get_checkpoint_loader('open-mmlab:s3://b/y.pth') is safe.load_from_ceph
-        assert CheckpointLoader._get_checkpoint_loader('work_dirs/iter_4.pth') is safe.load_from_local
-    assert dict(CheckpointLoader._schemes) == before
-    assert list(CheckpointLoader._schemes) == list(before)
-
-
-def test_scope_restores_the_loaders_after_an_error():
-    before = dict(CheckpointLoader._schemes)
-    with pytest.raises(RuntimeError, match='boom'):
-        with weights_only_checkpoint_loaders():
-            raise RuntimeError('boom')
-    assert dict(CheckpointLoader._schemes) == before
-
-
-def test_a_loader_registered_inside_the_scope_stays(tmp_path):
-    before = dict(CheckpointLoader._schemes)
-
-    def load_from_mine(filename, map_location=None):
-        return {'mine': filename}
-    try:
-        with weights_only_checkpoint_loaders():
-            CheckpointLoader.register_scheme('https://', load_from_mine, force=True)
-        assert CheckpointLoader._schemes['https://'] is load_from_mine
-        assert CheckpointLoader._schemes['http://'] is before['http://']
-    finally:
-        CheckpointLoader.register_scheme('https://', before['https://'], force=True)
+def test_every_scheme_is_wrapped_once_and_mmengine_keeps_choosing_by_prefix(schemes):
+    assert {'', 'http://', 'https://', 'torchvision://', 'open-mmlab://', 'mmcls://', 'pavi://'} <= set(schemes)
+    use_weights_only_loaders()
+    wrapped = dict(CheckpointLoader._schemes)
+    assert list(wrapped) == list(schemes)
+    for prefix, loader in wrapped.items():
+        assert loader.through_allowlist and loader.__wrapped__ is schemes[prefix], prefix
+    use_weights_only_loaders()  # again: nothing is wrapped twice
+    assert dict(CheckpointLoader._schemes) == wrapped
+    assert CheckpointLoader._get_checkpoint_loader('open-mmlab:s3://b/y.pth').__wrapped__ is \
+        schemes[r'(\S+\:)?s3://']
 
 
 class Note:
@@ -393,42 +365,42 @@ class Note:
 
 
 @pytest.mark.parametrize('make_payload, refused', PAYLOADS, ids=PAYLOAD_IDS)
-def test_in_scope_checkpoint_loader_refuses_while_user_torch_load_keeps_its_semantics(tmp_path, make_payload,
-                                                                                      refused):
+def test_checkpoint_loader_refuses_while_user_torch_load_keeps_its_semantics(tmp_path, make_payload, refused,
+                                                                             schemes):
     marker = tmp_path / 'payload_ran'
     evil = poisoned(tmp_path / 'evil.pth', make_payload(marker))
     trusted = tmp_path / 'trusted.pth'
     torch.save({'note': Note('mine')}, trusted)
     torch_load = torch.load
-    with weights_only_checkpoint_loaders():
-        assert torch.load is torch_load
-        assert torch.load(trusted, weights_only=False)['note'].text == 'mine'
-        with pytest.raises(pickle.UnpicklingError, match='Note'):
-            torch.load(trusted, weights_only=True)  # nor is an explicit weights_only=True widened
-        with pytest.raises(UnsafeCheckpointError) as info:
-            CheckpointLoader.load_checkpoint(str(evil))
+    use_weights_only_loaders()
+    with pytest.raises(UnsafeCheckpointError) as info:
+        CheckpointLoader.load_checkpoint(str(evil))
     assert str(info.value) == refusal(evil, refused)
     assert not marker.exists()
+    assert torch.load is torch_load  # replaced only during a loader's call
+    assert torch.load(trusted, weights_only=False)['note'].text == 'mine'
+    with pytest.raises(pickle.UnpicklingError, match='Note'):
+        torch.load(trusted, weights_only=True)  # nor is an explicit weights_only=True widened
 
 
-def test_in_scope_runner_paths_load_real_checkpoints_and_refuse_poisoned_ones(tmp_path, statistics_methods):
+def test_runner_paths_load_real_checkpoints_and_refuse_poisoned_ones(tmp_path, statistics_methods, schemes):
     # Runner.load_checkpoint/resume call _load_checkpoint; init_cfg=dict(type='Pretrained') and load_from
     # go through load_checkpoint: all of them end in CheckpointLoader.
     good = mmengine_like_checkpoint(tmp_path / 'good.pth')
     marker = tmp_path / 'payload_ran'
     evil = poisoned(tmp_path / 'evil.pth', Payload(os.system, f'touch {marker}'))
-    with weights_only_checkpoint_loaders():
-        assert type(_load_checkpoint(str(good))['message_hub']['log_scalars']['train/loss']) is HistoryBuffer
-        model = torch.nn.Linear(2, 1)
-        load_checkpoint(model, str(good))
-        assert torch.equal(model.weight.detach(), torch.arange(2.).reshape(1, 2))
-        PretrainedInit(checkpoint=str(good))(torch.nn.Linear(2, 1))
-        with pytest.raises(UnsafeCheckpointError, match="'posix.system'"):
-            _load_checkpoint(str(evil))
-        with pytest.raises(UnsafeCheckpointError, match="'posix.system'"):
-            PretrainedInit(checkpoint=str(evil))(torch.nn.Linear(2, 1))
-        with pytest.raises(FileNotFoundError, match='nowhere.pth can not be found'):
-            _load_checkpoint(str(tmp_path / 'nowhere.pth'))
+    use_weights_only_loaders()
+    assert type(_load_checkpoint(str(good))['message_hub']['log_scalars']['train/loss']) is HistoryBuffer
+    model = torch.nn.Linear(2, 1)
+    load_checkpoint(model, str(good))
+    assert torch.equal(model.weight.detach(), torch.arange(2.).reshape(1, 2))
+    PretrainedInit(checkpoint=str(good))(torch.nn.Linear(2, 1))
+    with pytest.raises(UnsafeCheckpointError, match="'posix.system'"):
+        _load_checkpoint(str(evil))
+    with pytest.raises(UnsafeCheckpointError, match="'posix.system'"):
+        PretrainedInit(checkpoint=str(evil))(torch.nn.Linear(2, 1))
+    with pytest.raises(FileNotFoundError, match='nowhere.pth can not be found'):
+        _load_checkpoint(str(tmp_path / 'nowhere.pth'))
     assert not marker.exists()
     assert HistoryBuffer._statistics_methods == statistics_methods
 
@@ -437,8 +409,9 @@ REMOTE = 'https://download.openmmlab.test/checkpoints/evil.pth'
 
 
 @pytest.fixture
-def remote_evil(tmp_path, monkeypatch):
-    """A poisoned checkpoint reachable through every remote scheme; no network is used."""
+def remote_evil(tmp_path, monkeypatch, schemes):
+    """A poisoned checkpoint reachable through every remote scheme of mmengine; no network is used."""
+    import mmengine.runner.checkpoint as mmengine_checkpoint
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
     marker = tmp_path / 'payload_ran'
     path = poisoned(tmp_path / 'evil.pth', Payload(os.system, f'touch {marker}'))
@@ -448,18 +421,19 @@ def remote_evil(tmp_path, monkeypatch):
         assert request.full_url == REMOTE, request.full_url
         return real_urlopen(f'file://{path}')
     monkeypatch.setattr(torch.hub, 'urlopen', urlopen)
-    monkeypatch.setattr(safe, 'get_torchvision_models', lambda: {'resnet_evil': REMOTE})
-    monkeypatch.setattr(safe, 'get_external_models', lambda: {'evil': REMOTE, 'evil_local': 'evil.pth'})
-    monkeypatch.setattr(safe, 'get_mmcls_models', lambda: {'evil': REMOTE})
-    monkeypatch.setattr(safe, '_get_mmengine_home', lambda: str(tmp_path))
-    monkeypatch.setattr(safe, 'get_file_backend',
-                        lambda filename, backend_args: types.SimpleNamespace(get=lambda _: path.read_bytes()))
+    for name, models in (('get_torchvision_models', {'resnet_evil': REMOTE}),
+                         ('get_external_models', {'evil': REMOTE, 'evil_local': 'evil.pth'}),
+                         ('get_mmcls_models', {'evil': REMOTE}), ('_get_mmengine_home', str(tmp_path))):
+        monkeypatch.setattr(mmengine_checkpoint, name, lambda models=models: models)
+    monkeypatch.setattr(mmengine_checkpoint, 'get_file_backend', lambda filename, backend_args: (
+        types.SimpleNamespace(get=lambda _: path.read_bytes())), raising=False)
 
     def download(destination):
         with open(destination, 'wb') as f:
             f.write(path.read_bytes())
     modelcloud = types.SimpleNamespace(get=lambda name: types.SimpleNamespace(name='evil.pth', download=download))
     monkeypatch.setitem(sys.modules, 'pavi', types.SimpleNamespace(modelcloud=modelcloud))
+    use_weights_only_loaders()
     return marker
 
 
@@ -467,24 +441,23 @@ def remote_evil(tmp_path, monkeypatch):
                                       'open-mmlab://evil', 'openmmlab://evil_local', 'mmcls://evil',
                                       'pavi://models/evil', 's3://bucket/evil.pth',
                                       'open-mmlab:s3://bucket/evil.pth'])
-def test_in_scope_remote_schemes_refuse_poisoned_checkpoints(remote_evil, filename):
-    with weights_only_checkpoint_loaders():
-        with pytest.raises(UnsafeCheckpointError, match="'posix.system'"):
-            CheckpointLoader.load_checkpoint(filename)
+def test_remote_schemes_refuse_poisoned_checkpoints(remote_evil, filename):
+    with pytest.raises(UnsafeCheckpointError, match="'posix.system'"):
+        CheckpointLoader.load_checkpoint(filename)
     assert not remote_evil.exists()
 
 
-def test_http_loader_loads_through_torch_hub_cache_weights_only(tmp_path, statistics_methods):
-    # mmengine's load_from_http calls torch.hub.load_state_dict_from_url, which passes weights_only=False.
+def test_http_loader_loads_through_torch_hub_cache_weights_only(tmp_path, statistics_methods, schemes):
+    # mmengine's load_from_http downloads into torch.hub's cache, then unpickles: the allowlist's part.
     good = mmengine_like_checkpoint(tmp_path / 'good.pth')
     marker = tmp_path / 'payload_ran'
     evil = poisoned(tmp_path / 'evil.pth', Payload(os.system, f'touch {marker}'))
-    hub_dir = tmp_path / 'hub'
-    checkpoint = safe.load_from_http(f'file://{good}', model_dir=str(hub_dir), progress=False)
+    use_weights_only_loaders()
+    load_from_http = CheckpointLoader._schemes['https://']
+    checkpoint = load_from_http(f'file://{good}', None)
     assert type(checkpoint['message_hub']['log_scalars']['train/loss']) is HistoryBuffer
-    assert (hub_dir / 'good.pth').is_file()
     with pytest.raises(UnsafeCheckpointError) as info:
-        safe.load_from_http(f'file://{evil}', model_dir=str(hub_dir), progress=False)
-    assert info.value.checkpoint == f'file://{evil}'
+        load_from_http(f'file://{evil}', None)
+    assert info.value.checkpoint.endswith('evil.pth')
     assert not marker.exists()
     assert HistoryBuffer._statistics_methods == statistics_methods

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 from torch.nn.parallel import DistributedDataParallel
-from tool_runs import (DEMO_CONFIG, FAST_OPTIONS, TOOLS, acc_sums, failure_report, free_port, run_log,
-                       tool_env)
+
+from tool_runs import DEMO_CONFIG, FAST_OPTIONS, TOOLS, acc_sums, failure_report, free_port, run_log, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +41,10 @@ def test_dist_test_sh_evaluates_with_two_cpu_processes(tools, reference_run, tmp
 
 def test_test_py_runner_is_gone_before_its_gloo_group(tools, reference_run, tmp_path, monkeypatch):
     """In-process, one rank: the Runner's DDP wrapper holds the group; it must not outlive it (see
-    ``cpu_process_group``: kept to interpreter shutdown, the group's threads can abort the process)."""
+    ``ghm_mmdet.apis.dist.cpu_process_group``: kept to interpreter shutdown, its threads can abort the process)."""
     if torch.cuda.is_available():
         pytest.skip('with CUDA the Runner starts NCCL itself; this is the CPU path')
-    from ghm_mmdet.apis.cli import run_test
+    from ghm_mmdet.apis import run_mmdet_tool
     for key, value in dict(RANK='0', WORLD_SIZE='1', LOCAL_RANK='0', MASTER_ADDR='127.0.0.1',
                            MASTER_PORT=str(free_port()),
                            # mmengine's Runner sets these in os.environ for a distributed run; set here,
@@ -62,7 +62,8 @@ def test_test_py_runner_is_gone_before_its_gloo_group(tools, reference_run, tmp_
     monkeypatch.setattr(torch_dist, 'destroy_process_group', spy_destroy)
     gc.collect()
     before = sum(isinstance(obj, DistributedDataParallel) for obj in gc.get_objects())
-    run_test([str(DEMO_CONFIG), str(reference_run.checkpoint(8)), '--work-dir', str(tmp_path / 'work'),
-              '--launcher', 'pytorch', '--cfg-options', *FAST_OPTIONS, 'test_dataloader.dataset.indices=2'])
+    run_mmdet_tool('test.py', [str(DEMO_CONFIG), str(reference_run.checkpoint(8)), '--work-dir',
+                               str(tmp_path / 'work'), '--launcher', 'pytorch', '--cfg-options', *FAST_OPTIONS,
+                               'test_dataloader.dataset.indices=2'])
     assert alive_at_destroy == [before]
     assert not torch_dist.is_initialized()

@@ -4,6 +4,7 @@ import stat
 import subprocess
 
 import pytest
+
 from tool_runs import TOOLS
 
 STUB = '#!/usr/bin/env bash\nprintf "%s\\n" "$0" "$@" > "$STUB_LOG"\n' \

@@ -6,6 +6,7 @@ import time
 import pytest
 import torch
 from mmengine.runner.loops import IterBasedTrainLoop
+
 from tool_runs import N, acc_sums, last_lines, run_log, train_scalars
 
 #: Whether this mmengine fast-forwards the data on resume (0.10 does; 0.7 starts the data over, so a resumed

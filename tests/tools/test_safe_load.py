@@ -4,9 +4,10 @@ import subprocess
 
 import pytest
 import torch
-from tool_runs import last_lines
 
 from ghm_mmdet.apis import load_checkpoint_safely
+
+from tool_runs import last_lines
 
 pytestmark = [pytest.mark.slow, pytest.mark.compat]
 

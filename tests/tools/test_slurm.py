@@ -2,8 +2,19 @@
 
 It installs and starts Slurm (as root), so it runs only under CI or when a developer opts in."""
 import pytest
-from tool_runs import (DEMO_CONFIG, FAST_OPTIONS, SLURM_OPT_IN, TOOLS, acc_sums, failure_report, free_port,
-                       run_log, slurm_opt_in, tool_env)
+
+from tool_runs import (
+    DEMO_CONFIG,
+    FAST_OPTIONS,
+    SLURM_OPT_IN,
+    TOOLS,
+    acc_sums,
+    failure_report,
+    free_port,
+    run_log,
+    slurm_opt_in,
+    tool_env,
+)
 
 
 @pytest.mark.parametrize('environ, allowed', [

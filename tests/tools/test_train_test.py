@@ -3,6 +3,7 @@ import json
 import pickle
 
 import pytest
+
 from tool_runs import last_lines
 
 pytestmark = [pytest.mark.slow, pytest.mark.compat]

@@ -6,14 +6,11 @@
 The logic is in :mod:`ghm_mmdet.analysis`.
 """
 import argparse
-import warnings
+import os
 
-# setuptools < 81 (pinned for mmcv 2.1.0) warns at every mmengine import; it would bury our one-line errors.
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+from mmengine.config import DictAction
 
-from mmengine.config import DictAction  # noqa: E402
-
-from ghm_mmdet.apis import plain_failures  # noqa: E402
+from ghm_mmdet.apis import one_line_errors
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,12 +27,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.num_batches < 1:
         parser.error(f'--num-batches must be >= 1, got {args.num_batches}')
+    if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
+        parser.error(f'--checkpoint {args.checkpoint} does not exist (a local checkpoint file)')
     return args
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    with plain_failures('plot_gradient_density.py', args.config):
+    with one_line_errors('plot_gradient_density.py'):
         from ghm_mmdet.analysis import plot_gradient_density_of_config
         written = plot_gradient_density_of_config(args.config, args.out_dir, args.checkpoint,
                                                   args.num_batches, args.cfg_options)
