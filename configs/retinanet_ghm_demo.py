@@ -1,7 +1,10 @@
 # GHM RetinaNet on the generated demo set, trained from scratch on a CPU (time and mAP: docs/benchmarks.md).
 # The GHM losses, their published settings and the clipping come unchanged from the R-50 COCO config; only
-# what makes it small changes. custom_imports (which also registers GHMDemoDataset) comes from the base.
+# what makes it small changes.
 _base_ = './retinanet_ghm_r50_fpn_1x_coco.py'
+
+# The base's import, plus the package of the demo's dataset (not loaded by `import ghm_mmdet`).
+custom_imports = dict(imports=['ghm_mmdet', 'ghm_mmdet.datasets'], allow_failed_imports=False)
 
 image_size = 160
 data_root = 'data/ghm_demo/'

@@ -1,5 +1,6 @@
-"""Datasets. :mod:`.synthetic` is framework-free; importing this package with mmdet installed also registers
-:class:`GHMDemoDataset` in ``mmdet.registry.DATASETS``."""
+"""The demo's dataset, kept out of ``import ghm_mmdet``: configs that train on it list this package in their
+``custom_imports``. :mod:`.synthetic` is framework-free; importing this package with mmdet installed also
+registers :class:`GHMDemoDataset` in ``mmdet.registry.DATASETS``."""
 from importlib.util import find_spec
 
 from .synthetic import CLASSES, PALETTE, SceneStyle, generate_coco_demo, is_complete, render_scene

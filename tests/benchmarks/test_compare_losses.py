@@ -1,5 +1,5 @@
-"""ghm_mmdet.benchmarks.comparison (benchmarks/compare_losses.py): the settings it trains, how it reads mmengine's logs and summarises them,
-and (slow) its quick mode end to end; plus the whole-batch configs it compares."""
+"""benchmarks/compare_losses.py: the settings it trains, how it reads mmengine's logs and summarises them, and
+(slow) its quick mode end to end; plus the whole-batch configs it compares."""
 import json
 import math
 import os
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-from ghm_mmdet.benchmarks import comparison as compare_losses
+from benchmarks import compare_losses
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / 'benchmarks' / 'compare_losses.py'
@@ -89,10 +89,10 @@ def test_settings_differ_from_the_demo_only_in_losses_head_type_and_seed(setting
 
 
 def test_every_setting_builds_the_losses_it_names(setting_cfgs):
-    import ghm_mmdet  # noqa: F401  (registers GHMC/GHMR, MMDetGHMC/MMDetGHMR, GHMRetinaHead)
     from mmdet.models.losses import ghm_loss as mmdet_ghm
     from mmdet.registry import MODELS
 
+    import ghm_mmdet  # noqa: F401  (registers GHMC/GHMR, MMDetGHMC/MMDetGHMR, GHMRetinaHead)
     from ghm_mmdet.models import GHMRetinaHead
     from ghm_mmdet.models.losses import GHMC, GHMR
     heads = {name: MODELS.build(cfg.model).bbox_head for name, cfg in setting_cfgs.items()}

@@ -1,5 +1,4 @@
-"""ghm_mmdet.benchmarks.overhead (benchmarks/bench_overhead.py): its options, its table, and its quick mode
-end to end."""
+"""benchmarks/bench_overhead.py: its options, its table, and its quick mode end to end."""
 import json
 import os
 import subprocess
@@ -8,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from ghm_mmdet.benchmarks import overhead
-from ghm_mmdet.benchmarks.comparison import SETTINGS
+from benchmarks import bench_overhead as overhead
+from benchmarks.compare_losses import SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / 'benchmarks' / 'bench_overhead.py'
+
 
 def test_overhead_command_line():
     full = overhead.parse_args([])

@@ -1,8 +1,8 @@
-"""ghm_mmdet.benchmarks.timing: legs take turns, the order flips every round, untimed rounds are dropped, and
+"""benchmarks/timing.py: legs take turns, the order flips every round, untimed rounds are dropped, and
 the paired ratios are those of the same round (hand-derived)."""
 import pytest
 
-from ghm_mmdet.benchmarks.timing import interleave, machine_description
+from benchmarks.timing import interleave, machine_description
 
 
 def scripted(name, times, order):

@@ -6,7 +6,7 @@ import pytest
 from mmengine import Config
 from mmengine.runner import Runner
 
-from ghm_mmdet.benchmarks.comparison import set_schedule_length
+from benchmarks.compare_losses import set_schedule_length
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / 'configs' / 'retinanet_ghm_demo.py'
@@ -26,8 +26,15 @@ def test_demo_keeps_published_ghm_settings_and_needs_no_download():
     assert cfg.optim_wrapper.clip_grad == dict(max_norm=35, norm_type=2)
     assert cfg.model.backbone.init_cfg is None and cfg.load_from is None
     assert head.num_classes == 8
-    # ghm_mmdet registers GHMDemoDataset as well as the losses: the base's import is all the demo needs.
-    assert cfg.custom_imports == dict(imports=['ghm_mmdet'], allow_failed_imports=False)
+
+
+@pytest.mark.parametrize('name', ['retinanet_ghm_demo.py', 'retinanet_ghm-wholebatch_demo.py'])
+def test_demo_configs_import_the_package_of_their_dataset(name):
+    # `import ghm_mmdet` leaves GHMDemoDataset out: the demo imports ghm_mmdet.datasets itself (the whole-batch
+    # demo inherits that from it), where the COCO base imports only ghm_mmdet.
+    cfg = Config.fromfile(str(REPO / 'configs' / name))
+    assert cfg.train_dataloader.dataset.type == cfg.val_dataloader.dataset.type == 'GHMDemoDataset'
+    assert cfg.custom_imports == dict(imports=['ghm_mmdet', 'ghm_mmdet.datasets'], allow_failed_imports=False)
 
 
 def test_demo_splits_share_one_generated_set():

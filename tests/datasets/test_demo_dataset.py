@@ -1,11 +1,15 @@
 """GHMDemoDataset: the demo set as an mmdet CocoDataset that generates its data on first use."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from mmengine.registry import init_default_scope
 
 from ghm_mmdet.datasets import CLASSES, PALETTE, SceneStyle, is_complete
 
+ROOT = Path(__file__).resolve().parents[2]
 GENERATOR_CFG = dict(num_train=3, num_val=2, image_size=96, seed=2)
 
 
@@ -18,6 +22,17 @@ def _build(data_root, split='train', **overrides):
                filter_cfg=dict(filter_empty_gt=True, min_size=0), pipeline=[])
     cfg.update(overrides)
     return DATASETS.build(cfg)
+
+
+@pytest.mark.compat
+def test_importing_the_package_registers_the_dataset():
+    # In a fresh interpreter, from the checkout: `import ghm_mmdet` leaves the dataset out
+    # (tests/test_install.py), so the demo config's custom_imports depend on this import registering it.
+    code = ('import ghm_mmdet.datasets\nfrom mmdet.registry import DATASETS\n'
+            'print(getattr(DATASETS.module_dict.get("GHMDemoDataset"), "__module__", None))')
+    run = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.splitlines()[-1] == 'ghm_mmdet.datasets.demo_dataset'
 
 
 def test_generates_on_first_use_and_loads_as_coco(tmp_path):

@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from ghm_mmdet.datasets.synthetic import (CLASSES, MARKER, PALETTE, SceneStyle, generate_coco_demo,
-                                          is_complete, render_scene)
+from ghm_mmdet.datasets.synthetic import (
+    CLASSES,
+    MARKER,
+    PALETTE,
+    SceneStyle,
+    generate_coco_demo,
+    is_complete,
+    render_scene,
+)
 
 SIZE = 96
 SMALL = dict(num_train=4, num_val=2, image_size=SIZE, seed=3)

@@ -1,0 +1,7 @@
+"""The benchmarks and comparisons: kept beside the package, not installed with it, and importable from a
+checkout (``from benchmarks import compare_losses``) for their tests.
+
+Each script is its own module, and ``python benchmarks/NAME.py`` runs its ``main``: :mod:`.bench_losses`,
+:mod:`.bench_stats_hook`, :mod:`.bench_overhead` and :mod:`.compare_losses`. :mod:`.timing` is the timing
+helper they share (interleaved legs, medians, paired ratios, the machine).
+"""
