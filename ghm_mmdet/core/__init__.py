@@ -9,10 +9,11 @@ One call per loss, the moving-average state passed in and returned, for MMDetect
 The submodules hold the building blocks the modules share; they are not part of the public API.
 """
 from .checks import GHMArgumentError, GHMArgumentTypeError
+from .density import GHMState
 from .losses import ghm_c_loss, ghm_c_softmax_loss, ghm_r_loss
-from .warm_start import WarmStartState, warm_start_ghm_weights
+from .warm_start import warm_start_ghm_weights
 
 __all__ = [
-    'ghm_c_loss', 'ghm_c_softmax_loss', 'ghm_r_loss', 'warm_start_ghm_weights', 'WarmStartState',
+    'ghm_c_loss', 'ghm_c_softmax_loss', 'ghm_r_loss', 'warm_start_ghm_weights', 'GHMState',
     'GHMArgumentError', 'GHMArgumentTypeError'
 ]

@@ -1,11 +1,17 @@
 """Argument checks shared by the core API and the loss modules: each error names the argument, the value
-and what is accepted. They run once per construction or call, never inside the per-entry arithmetic."""
+and what is accepted. They run once per construction or call, never inside the per-entry arithmetic.
+
+The tensors are named as in mmdet's loss contract, which the core's functions share: ``pred``, ``target``,
+``weight`` (an entry takes part where ``weight > 0``) and the moving-average state ``acc_sum``.
+"""
 import numbers
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from .compat import assert_async, check_traced_route, is_compiling
+from .density import GHMState
 
 REDUCTIONS = ('none', 'mean', 'sum')
 
@@ -34,7 +40,7 @@ def check_bins(bins) -> int:
 def check_momentum(momentum, name: str = 'momentum') -> float:
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
         raise GHMArgumentTypeError(f'{name} must be a float in [0, 1), got {momentum!r} of type '
-                        f'{type(momentum).__name__}')
+                                   f'{type(momentum).__name__}')
     if not 0.0 <= float(momentum) < 1.0:
         raise GHMArgumentError(f'{name} must be a float in [0, 1), got {momentum}')
     return float(momentum)
@@ -65,6 +71,11 @@ def check_reduction(reduction, name: str = 'reduction') -> str:
     return reduction
 
 
+def check_options(bins, momentum, reduction) -> Tuple[int, float, str]:
+    """The options every GHM loss takes, checked: ``(bins, momentum, reduction)``."""
+    return check_bins(bins), check_momentum(momentum), check_reduction(reduction)
+
+
 def check_floating(tensor, name: str, min_dim: int = 0) -> Tensor:
     if not isinstance(tensor, Tensor):
         raise GHMArgumentTypeError(f'{name} must be a torch.Tensor, got {type(tensor).__name__}')
@@ -74,14 +85,6 @@ def check_floating(tensor, name: str, min_dim: int = 0) -> Tensor:
         raise GHMArgumentError(f'{name} must have at least {min_dim} dimension(s) (..., C), got a '
                                f'{tensor.dim()}-d tensor of shape {tuple(tensor.shape)}')
     return tensor
-
-
-def check_bool_mask(mask, name: str) -> None:
-    if not isinstance(mask, Tensor):
-        raise GHMArgumentTypeError(f'{name} must be a torch.Tensor, got {type(mask).__name__}')
-    if mask.dtype != torch.bool:
-        raise GHMArgumentTypeError(f'{name} must be a bool tensor (True = takes part), got dtype {mask.dtype}; '
-                                   f'for weights pass {name}=weights > 0')
 
 
 def _check_on_host_or_assert(in_range: Tensor, tensor: Tensor, message: str) -> None:
@@ -96,13 +99,13 @@ def _check_on_host_or_assert(in_range: Tensor, tensor: Tensor, message: str) -> 
         assert_async(in_range.all(), message)
 
 
-def check_unit_interval(targets: Tensor, name: str = 'targets') -> None:
+def check_unit_interval(target: Tensor) -> None:
     """Binary or soft targets must lie in [0, 1] (NaN is refused too): outside, ``|sigmoid(x) - t|`` falls
     outside every unit region and the entry would silently count for nothing. Checked as labels are."""
-    if targets.dtype == torch.bool:
+    if target.dtype == torch.bool:
         return
-    _check_on_host_or_assert((targets >= 0) & (targets <= 1), targets,
-                             f'{name}: binary or soft targets must be in [0, 1]')
+    _check_on_host_or_assert((target >= 0) & (target <= 1), target,
+                             'target: binary or soft targets must be in [0, 1]')
 
 
 def check_same_shape(tensor: Tensor, name: str, reference: Tensor, reference_name: str) -> None:
@@ -110,11 +113,10 @@ def check_same_shape(tensor: Tensor, name: str, reference: Tensor, reference_nam
         raise GHMArgumentTypeError(f'{name} must be a torch.Tensor, got {type(tensor).__name__}')
     if tensor.shape != reference.shape:
         raise GHMArgumentError(f'{name} must have the shape of {reference_name} {tuple(reference.shape)}, '
-                         f'got {tuple(tensor.shape)} (no broadcasting)')
+                               f'got {tuple(tensor.shape)} (no broadcasting)')
 
 
-def check_labels_in_range(labels: Tensor, num_classes: int, name: str = 'target',
-                          background: bool = True) -> None:
+def check_labels_in_range(labels: Tensor, num_classes: int, background: bool = True) -> None:
     """Integer labels must lie in [0, num_classes] (with ``background``, ``num_classes`` is background).
 
     On the CPU this is checked at once and raises :class:`GHMArgumentError` naming a bad label. On an
@@ -123,4 +125,66 @@ def check_labels_in_range(labels: Tensor, num_classes: int, name: str = 'target'
     """
     accepted = f'[0, {num_classes}]' + (f' ({num_classes} = background)' if background else '')
     _check_on_host_or_assert((labels >= 0) & (labels <= num_classes), labels,
-                             f'{name}: integer labels must be in {accepted}')
+                             f'target: integer labels must be in {accepted}')
+
+
+def is_label_target(pred: Tensor, target) -> bool:
+    """Whether ``target`` holds integer class labels (one dimension fewer than ``pred``)."""
+    return (isinstance(target, Tensor) and target.dim() == pred.dim() - 1
+            and not target.is_floating_point() and target.dtype != torch.bool)
+
+
+def check_ghm_c_inputs(pred, target, weight: Optional[Tensor]) -> None:
+    """Sigmoid GHM-C: ``(..., C)`` floating ``pred``; ``target`` of its shape in [0, 1], or integer labels of
+    shape ``(...)`` in ``[0, C]``; ``weight`` of the shape of ``target``."""
+    check_floating(pred, 'pred', min_dim=1)
+    if isinstance(target, Tensor) and target.dim() == pred.dim():
+        check_same_shape(target, 'target', pred, 'pred')
+        if weight is not None:
+            check_same_shape(weight, 'weight', pred, 'pred')
+        check_unit_interval(target)
+        return
+    if not is_label_target(pred, target) or target.shape != pred.shape[:-1]:
+        raise GHMArgumentError(f'target must be binary targets of the shape of pred {tuple(pred.shape)} or '
+                               f'integer labels of shape {tuple(pred.shape[:-1])}, got {_describe(target)}')
+    if weight is not None:
+        check_same_shape(weight, 'weight', target, 'the integer labels')
+    check_labels_in_range(target, pred.shape[-1])
+
+
+def check_softmax_inputs(pred, target, weight: Optional[Tensor]) -> None:
+    """Softmax GHM-C: ``(..., K)`` floating ``pred``, integer labels of shape ``(...)`` in ``[0, K - 1]``,
+    ``weight`` of their shape."""
+    check_floating(pred, 'pred', min_dim=1)
+    if not is_label_target(pred, target) or target.shape != pred.shape[:-1]:
+        raise GHMArgumentError(f'target must be integer labels of shape {tuple(pred.shape[:-1])} for softmax '
+                               f'pred {tuple(pred.shape)}, got {_describe(target)}')
+    if weight is not None:
+        check_same_shape(weight, 'weight', target, 'target')
+    check_labels_in_range(target, pred.shape[-1] - 1, background=False)
+
+
+def check_ghm_r_inputs(pred, target, weight: Optional[Tensor]) -> None:
+    """GHM-R: floating ``pred``, ``target`` and ``weight`` of its shape."""
+    check_floating(pred, 'pred')
+    check_same_shape(target, 'target', pred, 'pred')
+    if weight is not None:
+        check_same_shape(weight, 'weight', pred, 'pred')
+
+
+def _describe(tensor) -> str:
+    if isinstance(tensor, Tensor):
+        return f'{tensor.dtype} of shape {tuple(tensor.shape)}'
+    return f'a {type(tensor).__name__}'
+
+
+def check_state(acc_sum: Optional[Tensor], bins: int, device, floor: Optional[Tensor] = None,
+                name: str = 'acc_sum') -> GHMState:
+    """The state to start from: mmdet's zeros for ``acc_sum=None``, else ``acc_sum`` (and ``floor``) after
+    checking its shape."""
+    if acc_sum is None:
+        return GHMState.zeros(bins, device)
+    check_floating(acc_sum, name)
+    if acc_sum.shape != (bins,):
+        raise GHMArgumentError(f'{name} must have shape ({bins},) for bins={bins}, got {tuple(acc_sum.shape)}')
+    return GHMState(acc_sum, floor)

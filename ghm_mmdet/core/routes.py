@@ -15,8 +15,8 @@ class Route(enum.Enum):
     #: ``torch.compile`` is tracing (torch >= 2.1): plain expressions over the fixed edges, which Inductor
     #: fuses into one binning-and-counting pass; static shapes, no data-dependent op.
     TRACED = 'traced'
-    #: GHM-C from integer labels, summed, eager, on the CPU: no one-hot target, row chunks that stay in
-    #: cache, one byte per entry kept for the backward (faster and leaner than DENSE there).
+    #: GHM-C from integer labels, summed, eager, on the CPU: row chunks with a chunk-sized one-hot target
+    #: that stay in cache, one byte per entry kept for the backward (faster and leaner than DENSE there).
     LABEL_FUSED = 'label_fused'
     #: GHM-R with weights, summed, eager, on the CPU: only the entries with weight > 0 (RetinaHead: about
     #: 1%); ``nonzero`` would sync an accelerator with the host, so the CPU alone takes it.

@@ -1,36 +1,21 @@
 """The warm-started GHM weights of the TensorFlow ``get_ghm_weight()`` the project grew out of."""
-from typing import NamedTuple, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .checks import GHMArgumentError, check_bins, check_floating, check_momentum, check_same_shape
-from .density import (GHMC_LAST_EDGE, bin_counts, bin_indices, gather_weights, unit_region_edges,
-                      weight_table)
-from .harmonize import harmonize
+from .checks import check_bins, check_floating, check_momentum, check_same_shape, check_state
+from .density import GHMC_LAST_EDGE, GHMState, bin_regions, harmonize, region_weights, unit_region_edges
+from .gradient_norm import bce_gradient
 
 
-class WarmStartState(NamedTuple):
-    """Moving-average state of :func:`warm_start_ghm_weights`.
-
-    Attributes:
-        acc_sum: ``(bins,)`` float32 moving-average count of each unit region.
-        floor: float32 scalar, the starting value ``num_valid / bins`` of the first call (0 before).
-    """
-    acc_sum: Tensor
-    floor: Tensor
-
-    @classmethod
-    def zeros(cls, bins: int, device=None) -> 'WarmStartState':
-        return cls(torch.zeros(bins, device=device), torch.zeros((), device=device))
-
-
+# The seed's names (get_ghm_weight(predict, target, valid_mask)): it takes probabilities, not mmdet's logits.
 def warm_start_ghm_weights(probs: Tensor,
                            targets: Tensor,
                            valid_mask: Tensor,
-                           state: Optional[WarmStartState] = None,
+                           state: Optional[GHMState] = None,
                            bins: int = 10,
-                           momentum: float = 0.75) -> Tuple[Tensor, WarmStartState]:
+                           momentum: float = 0.75) -> Tuple[Tensor, GHMState]:
     """Gradient harmonizing weights from probabilities, with a warm-started moving average.
 
     Functional port of ``get_ghm_weight(predict, target, valid_mask, bins, alpha)`` from
@@ -61,20 +46,16 @@ def warm_start_ghm_weights(probs: Tensor,
         >>> w
         tensor([0.5000, 0.5000, 0.7273, 0.7273])
     """
-    bins = check_bins(bins)
-    momentum = check_momentum(momentum)
+    bins, momentum = check_bins(bins), check_momentum(momentum)
     check_floating(probs, 'probs')
     check_same_shape(targets, 'targets', probs, 'probs')
     check_same_shape(valid_mask, 'valid_mask', probs, 'probs')
     if state is None:
-        state = WarmStartState.zeros(bins, device=probs.device)
-    elif state.acc_sum.shape != (bins,):
-        raise GHMArgumentError(f'state.acc_sum must have shape ({bins},) for bins={bins}, '
-                         f'got {tuple(state.acc_sum.shape)}')
+        state = GHMState.zeros(bins, probs.device, warm_start=True)
+    else:
+        state = check_state(state.acc_sum, bins, probs.device, state.floor, name='state.acc_sum')
     edges = unit_region_edges(bins, GHMC_LAST_EDGE, device=probs.device)
     valid = valid_mask > 0
-    index = bin_indices((probs.detach().float() - targets.float()).abs(), edges, valid)
-    num_valid = valid.sum(dtype=torch.float64)
-    density = harmonize(bin_counts(index, bins), num_valid, state.acc_sum, momentum, floor=state.floor)
-    weights = gather_weights(weight_table(density.beta), index)
-    return weights, WarmStartState(density.acc_sum, density.floor)
+    counts, regions = bin_regions(bce_gradient(probs.detach().float(), targets.float()).abs_(), valid, edges)
+    density = harmonize(counts, valid.sum(dtype=torch.float64), state, momentum)
+    return region_weights(regions, density.beta, edges), density.state

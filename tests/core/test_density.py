@@ -6,11 +6,24 @@ import pytest
 import torch
 from mmdet.models.losses import ghm_loss as mmdet_ghm
 
-from ghm_mmdet.core.density import (GHMC_LAST_EDGE, GHMR_LAST_EDGE, bin_counts, bin_indices, edge_values,
-                                    ema_density, fused_bin_counts, fused_weights, gather_weights,
-                                    harmonizing_weights_per_bin, unit_region_edges, warm_start_density,
-                                    weight_table)
-from ghm_mmdet.core.harmonize import harmonize
+from ghm_mmdet.core.density import (
+    GHMC_LAST_EDGE,
+    GHMR_LAST_EDGE,
+    GHMState,
+    bin_counts,
+    bin_indices,
+    edge_values,
+    ema_density,
+    fused_bin_counts,
+    fused_weights,
+    gather_weights,
+    harmonize,
+    harmonizing_weights_per_bin,
+    mask_invalid,
+    unit_region_edges,
+    warm_start_density,
+    weight_table,
+)
 
 F64 = torch.float64
 
@@ -18,7 +31,7 @@ F64 = torch.float64
 def harmonizing_weights(index, bins, total, momentum=0.0, acc_sum=None, all_reduce=None):
     """Per-entry beta from region indices through the eager path's steps."""
     acc_sum = torch.zeros(bins) if acc_sum is None else acc_sum
-    density = harmonize(bin_counts(index, bins), total, acc_sum, momentum, all_reduce=all_reduce)
+    density = harmonize(bin_counts(index, bins), total, GHMState(acc_sum), momentum, all_reduce=all_reduce)
     return gather_weights(weight_table(density.beta), index), density
 
 
@@ -66,11 +79,12 @@ def test_fused_counts_and_weights_equal_the_eager_path_at_every_edge(bins):
     valid = torch.rand(probes.shape, generator=torch.Generator().manual_seed(7)) > 0.2
     index = bin_indices(probes, edges, valid)
     counts = bin_counts(index, bins)
-    assert torch.equal(fused_bin_counts(probes, valid, edge_values(bins, GHMC_LAST_EDGE)), counts)
+    masked = mask_invalid(probes, valid)
+    assert torch.equal(fused_bin_counts(masked, edge_values(bins, GHMC_LAST_EDGE)), counts)
     beta = torch.arange(1, bins + 1, dtype=torch.float32)  # a distinct weight per region
     expected = gather_weights(weight_table(beta.double()), index)
-    assert torch.equal(fused_weights(probes, valid, beta, edge_values(bins, GHMC_LAST_EDGE)), expected)
-    assert torch.equal(fused_bin_counts(probes, None, edge_values(bins, GHMC_LAST_EDGE)),
+    assert torch.equal(fused_weights(masked, beta, edge_values(bins, GHMC_LAST_EDGE)), expected)
+    assert torch.equal(fused_bin_counts(probes, edge_values(bins, GHMC_LAST_EDGE)),
                        bin_counts(bin_indices(probes, edges), bins))
 
 
@@ -83,7 +97,8 @@ def test_compiled_fused_form_equals_the_eager_path_at_every_edge():
 
     def fused(g, v, b):
         values = edge_values(bins, GHMC_LAST_EDGE)
-        return fused_bin_counts(g, v, values), fused_weights(g, v, b, values)
+        masked = mask_invalid(g, v)
+        return fused_bin_counts(masked, values), fused_weights(masked, b, values)
 
     counts, weights = torch.compile(fused, fullgraph=True, dynamic=True)(probes, valid, beta)
     index = bin_indices(probes, edges, valid)
@@ -124,7 +139,7 @@ def test_harmonizing_weights_with_momentum_hand_example():
     index = torch.tensor([0, 0, 0, 2], dtype=torch.int32)
     weights, density = harmonizing_weights(index, 3, torch.tensor(4.0, dtype=F64), momentum=0.5,
                                            acc_sum=torch.zeros(3))
-    assert density.acc_sum.tolist() == [1.5, 0.0, 0.5]
+    assert density.state.acc_sum.tolist() == [1.5, 0.0, 0.5]
     assert weights.tolist() == pytest.approx([4 / 3, 4 / 3, 4 / 3, 4.0])
     assert density.total.item() == 4.0
     assert density.density.tolist() == [1.5, 0.0, 0.5]
@@ -166,5 +181,18 @@ def test_nothing_counted_gives_zero_weights_and_no_nan():
     weights, density = harmonizing_weights(index, 3, torch.tensor(0.0, dtype=F64), momentum=0.9,
                                            acc_sum=torch.tensor([1.0, 2.0, 3.0]))
     assert weights.tolist() == [0.0] * 5
-    assert density.acc_sum.tolist() == [1.0, 2.0, 3.0]
+    assert density.state.acc_sum.tolist() == [1.0, 2.0, 3.0]
     assert math.isfinite(density.total.item())
+
+
+@pytest.mark.parametrize('momentum', [0.0, 0.75])
+def test_warm_start_beta_of_a_region_without_entries_is_zero(momentum):
+    """No entry is weighted by an empty region's beta; N / (1e-12 * bins) there (8e13) would only mislead the
+    statistics (max_beta, the fp16 warning, the histograms)."""
+    counts = torch.zeros(10, dtype=F64)
+    counts[[0, 3, 9]] = torch.tensor([600.0, 150.0, 50.0], dtype=F64)
+    density = harmonize(counts, counts.sum(), GHMState.zeros(10, warm_start=True), momentum)
+    # First call: S_k = m * 800 / 10 + (1 - m) * R_k; beta_k = 800 / (S_k * 10) where R_k > 0.
+    start = 80.0
+    expected = [800 / ((momentum * start + (1 - momentum) * float(c)) * 10) if c > 0 else 0.0 for c in counts]
+    assert density.beta.tolist() == pytest.approx(expected, rel=1e-12)

@@ -1,9 +1,15 @@
-"""The gradient norms are the norms of the real autograd gradients (Eq. 3 and 12)."""
+"""The gradient norms are the norms of the real autograd gradients (Eq. 3 and 12, and the softmax one)."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ghm_mmdet.core.gradient_norm import asl1_gradient_norm, asl1_loss, sigmoid_gradient_norm
+from ghm_mmdet.core.gradient_norm import (
+    asl1_gradient_norm,
+    asl1_loss,
+    bce_gradient,
+    sigmoid_gradient_norm,
+    softmax_gradient_norm,
+)
 
 
 def test_sigmoid_gradient_norm_is_the_bce_gradient_norm():
@@ -33,3 +39,18 @@ def test_asl1_hand_values():
     assert asl1_gradient_norm(d, mu).tolist() == pytest.approx([0.0, 3 ** 0.5 / 2])
     # Far from 0 the norm rounds to exactly 1 in float32, and stays below GHM-R's last edge.
     assert asl1_gradient_norm(torch.tensor([1e4, -1e4]), mu).tolist() == [1.0, 1.0]
+
+
+def test_softmax_gradient_norm_is_half_the_l1_norm_of_the_cross_entropy_gradient():
+    x = torch.randn(200, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 5, (200,))
+    F.cross_entropy(x, y, reduction='sum').backward()
+    assert torch.allclose(softmax_gradient_norm(x, y).double(), x.grad.abs().sum(-1) / 2, atol=1e-6)
+
+
+def test_bce_gradient_is_the_autograd_gradient_and_keeps_the_graph():
+    x = torch.randn(100, requires_grad=True)
+    t = (torch.rand(100) > 0.5).float()
+    (grad,) = torch.autograd.grad(F.binary_cross_entropy_with_logits(x, t, reduction='sum'), x)
+    ours = bce_gradient(torch.sigmoid(x), t)
+    assert ours.requires_grad and torch.allclose(ours, grad, atol=1e-6)

@@ -1,13 +1,13 @@
-"""The one-hot-free eager label path equals the plain one-hot computation, keeps autograd's contract
-(double backward, no input written) and takes logits of any layout."""
+"""The chunked eager label path equals the plain one-hot computation, keeps autograd's contract (double
+backward, no input written) and takes logits of any layout."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ghm_mmdet.core import ghm_c_loss
-from ghm_mmdet.core.density import GHMC_LAST_EDGE, bin_indices, unit_region_edges
+from ghm_mmdet.core import GHMState, ghm_c_loss
+from ghm_mmdet.core.density import GHMC_LAST_EDGE, bin_counts, bin_indices, unit_region_edges
 from ghm_mmdet.core.gradient_norm import sigmoid_gradient_norm
-from ghm_mmdet.core.label_bce import label_entries, label_gradient_norm
+from ghm_mmdet.core.label_bce import label_bin_counts
 
 
 def one_hot(labels, num_classes):
@@ -24,14 +24,19 @@ def problem(num=300, num_classes=7, seed=0, scale=4.0):
     return logits, labels, valid
 
 
-def test_label_gradient_norm_bins_equal_the_one_hot_path():
+@pytest.mark.parametrize('chunk_entries', [None, 5 * 7])
+def test_label_regions_and_counts_equal_the_one_hot_path(monkeypatch, chunk_entries):
+    """The chunked first pass puts every entry in the region the dense one-hot computation does."""
+    from ghm_mmdet.core import label_bce
+    if chunk_entries:
+        monkeypatch.setattr(label_bce, 'CHUNK_ENTRIES', chunk_entries)
     logits, labels, valid = problem()
     edges = unit_region_edges(30, GHMC_LAST_EDGE)
-    expected = bin_indices(sigmoid_gradient_norm(logits, one_hot(labels, 7)), edges,
-                           valid[:, None].expand(300, 7))
-    flat_index, positive = label_entries(labels, 7)
-    assert torch.equal(bin_indices(label_gradient_norm(logits, flat_index, positive, valid), edges),
-                       expected)
+    expected = bin_indices(sigmoid_gradient_norm(logits, one_hot(labels, 7)), edges, valid[:, None].expand(300, 7))
+    counts, regions = label_bin_counts(logits, labels, valid[:, None], edges)
+    assert regions.dtype == (torch.uint8 if chunk_entries else torch.int32)
+    assert torch.equal(regions.long(), expected.long())
+    assert torch.equal(counts, bin_counts(expected, 30))
 
 
 @pytest.mark.parametrize('scale', [1.0, 30.0])
@@ -102,8 +107,8 @@ def test_double_backward_equals_the_one_hot_bce_reference(target_kind):
     def reference(x):  # BCE weighted by the same beta, which is a constant of x
         if 'w' not in weights_holder:
             from ghm_mmdet.core.losses import ghm_c
-            result = ghm_c(x.detach(), one_hot(labels, 4), valid[:, None].expand(50, 4),
-                           torch.zeros(5), momentum=0.0, reduction='none')
+            result = ghm_c(x.detach(), one_hot(labels, 4), valid[:, None].expand(50, 4), GHMState.zeros(5), 0.0,
+                           'none')
             bce = F.binary_cross_entropy_with_logits(x.detach(), one_hot(labels, 4), reduction='none')
             weights_holder['w'] = torch.where(bce > 0, result.loss / bce, 0.0)
             weights_holder['n'] = result.density.total.float()
@@ -140,20 +145,20 @@ def test_chunked_passes_equal_one_chunk(monkeypatch, record_shares):
     """Large inputs run in row chunks; with chunks of 4 rows (and a last one of 1) nothing changes: the
     same counts and state, and the gradients, shares and loss up to the last bits (vectorised and scalar
     sigmoid differ by an ulp, and which entries fall in a chunk's scalar tail depends on the chunking)."""
-    from ghm_mmdet.core import losses, label_bce
+    from ghm_mmdet.core import label_bce, losses
     logits, labels, valid = problem(num=301, seed=5)
     results = {}
     for chunk_entries in (label_bce.CHUNK_ENTRIES, 4 * 7):
         monkeypatch.setattr(label_bce, 'CHUNK_ENTRIES', chunk_entries)
         assert len(label_bce.row_chunks(301, 7)) == (1 if chunk_entries > 4 * 7 else 76)
         x = logits.clone().requires_grad_()
-        result = losses.ghm_c(x, labels, valid, torch.full((30,), 50.0), momentum=0.75,
-                              reduction='sum', record_shares=record_shares)
+        result = losses.ghm_c(x, labels, valid, GHMState(torch.full((30,), 50.0)), 0.75, 'sum',
+                              record_shares=record_shares)
         result.loss.backward()
         results[chunk_entries] = result, x.grad
     (whole, whole_grad), (chunked, chunked_grad) = results.values()
     assert torch.equal(whole.density.counts, chunked.density.counts)
-    assert torch.equal(whole.density.acc_sum, chunked.density.acc_sum)
+    assert torch.equal(whole.density.state.acc_sum, chunked.density.state.acc_sum)
     assert torch.allclose(whole_grad, chunked_grad, rtol=1e-6, atol=1e-7)
     assert chunked.loss.item() == pytest.approx(whole.loss.item(), rel=1e-6)
     if record_shares:

@@ -6,16 +6,14 @@ import torch.nn.functional as F
 from mmdet.models.losses import ghm_loss as mmdet_ghm
 
 from ghm_mmdet import core
-from ghm_mmdet.core import compat
-from ghm_mmdet.core import (GHMArgumentError, GHMArgumentTypeError, ghm_c_loss, ghm_c_softmax_loss,
-                            ghm_r_loss)
+from ghm_mmdet.core import GHMArgumentError, GHMArgumentTypeError, compat, ghm_c_loss, ghm_c_softmax_loss, ghm_r_loss
 
 pytestmark = pytest.mark.compat
 
 
 def test_public_surface_is_what_a_user_needs():
     assert sorted(core.__all__) == sorted([
-        'ghm_c_loss', 'ghm_c_softmax_loss', 'ghm_r_loss', 'warm_start_ghm_weights', 'WarmStartState',
+        'ghm_c_loss', 'ghm_c_softmax_loss', 'ghm_r_loss', 'warm_start_ghm_weights', 'GHMState',
         'GHMArgumentError', 'GHMArgumentTypeError'])
 
 
@@ -235,28 +233,34 @@ def test_compiled_form_equals_eager_value_gradient_and_state(case):
     (lambda x, y: ghm_c_loss(x, y, reduction='avg'), GHMArgumentError, "reduction must be one of"),
     (lambda x, y: ghm_c_loss(x, y, acc_sum=torch.zeros(3)), GHMArgumentError,
      'acc_sum must have shape (10,) for bins=10, got (3,)'),
-    (lambda x, y: ghm_c_loss(x, y + 100), GHMArgumentError, 'labels must be in [0, 6] (6 = background)'),
+    (lambda x, y: ghm_c_loss(x, y + 100), GHMArgumentError,
+     'target: integer labels must be in [0, 6] (6 = background)'),
     (lambda x, y: ghm_c_loss(x, y, torch.ones(3, dtype=torch.bool)), GHMArgumentError,
-     'valid must have the shape of the integer labels (120,), got (3,)'),
-    (lambda x, y: ghm_c_loss(x.long(), y), GHMArgumentTypeError, 'logits must be a floating-point tensor'),
-    (lambda x, y: ghm_c_loss(x, y.float()), GHMArgumentError, 'targets must be binary targets'),
-    (lambda x, y: ghm_c_softmax_loss(x, y), GHMArgumentError, 'labels: integer labels must be in [0, 5], got 6'),
+     'weight must have the shape of the integer labels (120,), got (3,)'),
+    (lambda x, y: ghm_c_loss(x.long(), y), GHMArgumentTypeError, 'pred must be a floating-point tensor'),
+    (lambda x, y: ghm_c_loss(x, y.float()), GHMArgumentError,
+     'target must be binary targets of the shape of pred (120, 6) or integer labels of shape (120,), got '
+     'torch.float32 of shape (120,)'),
+    (lambda x, y: ghm_c_loss(x, y[:7]), GHMArgumentError, 'integer labels of shape (120,), got torch.int64 of '
+                                                         'shape (7,)'),
+    (lambda x, y: ghm_c_loss(x, [0] * 120), GHMArgumentError, 'integer labels of shape (120,), got a list'),
+    (lambda x, y: ghm_c_softmax_loss(x, y), GHMArgumentError, 'target: integer labels must be in [0, 5], got 6'),
+    (lambda x, y: ghm_c_softmax_loss(x, y.float()), GHMArgumentError,
+     'target must be integer labels of shape (120,) for softmax pred (120, 6), got torch.float32'),
+    (lambda x, y: ghm_c_softmax_loss(x, y.clamp(max=5), torch.ones(3)), GHMArgumentError,
+     'weight must have the shape of target (120,), got (3,)'),
     (lambda x, y: ghm_r_loss(x, x[:3]), GHMArgumentError, 'target must have the shape of pred'),
     (lambda x, y: ghm_r_loss(x, x, mu=0), GHMArgumentError, 'mu must be a finite float > 0, got 0.0'),
-    (lambda x, y: ghm_c_loss(x, y, torch.ones(120)), GHMArgumentTypeError,
-     'valid must be a bool tensor (True = takes part), got dtype torch.float32'),
-    (lambda x, y: ghm_c_softmax_loss(x, y.clamp(max=5), torch.ones(120)), GHMArgumentTypeError,
-     'valid must be a bool tensor'),
     (lambda x, y: ghm_c_loss(x[0, 0], y), GHMArgumentError,
-     'logits must have at least 1 dimension(s) (..., C), got a 0-d tensor of shape ()'),
-    (lambda x, y: ghm_c_softmax_loss(x[0, 0], y), GHMArgumentError, 'logits must have at least 1 dimension'),
+     'pred must have at least 1 dimension(s) (..., C), got a 0-d tensor of shape ()'),
+    (lambda x, y: ghm_c_softmax_loss(x[0, 0], y), GHMArgumentError, 'pred must have at least 1 dimension'),
     (lambda x, y: ghm_c_loss(x, torch.full_like(x, 2.0)), GHMArgumentError,
-     'targets: binary or soft targets must be in [0, 1], got 2.0'),
+     'target: binary or soft targets must be in [0, 1], got 2.0'),
     (lambda x, y: ghm_c_loss(x, torch.full_like(x, -0.5)), GHMArgumentError, 'must be in [0, 1], got -0.5'),
     (lambda x, y: ghm_c_loss(x, torch.full_like(x, float('nan'))), GHMArgumentError, 'must be in [0, 1], got nan'),
     (lambda x, y: ghm_c_loss(x, y, acc_sum=torch.zeros(10, dtype=torch.long)), GHMArgumentTypeError,
      'acc_sum must be a floating-point tensor'),
-    (lambda x, y: ghm_c_loss(x, y, valid=[True] * 120), GHMArgumentTypeError, 'valid must be a torch.Tensor'),
+    (lambda x, y: ghm_c_loss(x, y, weight=[True] * 120), GHMArgumentTypeError, 'weight must be a torch.Tensor'),
     (lambda x, y: ghm_r_loss(x.long(), x), GHMArgumentTypeError, 'pred must be a floating-point tensor'),
     (lambda x, y: ghm_r_loss(x, x, x[:2]), GHMArgumentError, 'weight must have the shape of pred'),
     (lambda x, y: ghm_r_loss(x, x, bins=2.5), GHMArgumentTypeError, 'bins must be an int >= 1, got 2.5'),
@@ -268,3 +272,17 @@ def test_bad_arguments_name_the_argument_value_and_what_is_accepted(call, error,
         call(logits, labels)
     assert words in str(info.value)
     assert isinstance(info.value, (ValueError, TypeError)) and isinstance(info.value, AssertionError)
+
+
+@pytest.mark.parametrize('loss_fn', [ghm_c_loss, ghm_c_softmax_loss])
+def test_a_weight_is_the_mask_of_its_positive_entries(loss_fn):
+    """As in mmdet and GHM-R: an entry takes part where weight > 0, whatever its dtype; for GHM-C its
+    magnitude is not used."""
+    logits, labels, valid = cls_problem(2)
+    labels = labels.clamp(max=5)
+    weights = valid * torch.rand(120, generator=torch.Generator().manual_seed(0)).add(0.5)
+    state = torch.rand(10) * 30
+    expected = loss_fn(logits, labels, valid, state, momentum=0.5)
+    for weight in (weights, weights.double(), valid.long()):
+        loss, acc_sum = loss_fn(logits, labels, weight, state, momentum=0.5)
+        assert torch.equal(loss, expected[0]) and torch.equal(acc_sum, expected[1])

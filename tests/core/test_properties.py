@@ -4,9 +4,15 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ghm_mmdet.core import ghm_c_loss
-from ghm_mmdet.core.density import (GHMC_LAST_EDGE, bin_counts, bin_indices, gather_weights,
-                                    unit_region_edges, weight_table)
+from ghm_mmdet.core import GHMState, ghm_c_loss
+from ghm_mmdet.core.density import (
+    GHMC_LAST_EDGE,
+    bin_counts,
+    bin_indices,
+    gather_weights,
+    unit_region_edges,
+    weight_table,
+)
 from ghm_mmdet.core.gradient_norm import sigmoid_gradient_norm
 from ghm_mmdet.core.losses import ghm_c
 from ghm_mmdet.models.losses import GHMC
@@ -26,8 +32,7 @@ def random_problem(seed, shape):
 @given(seed=st.integers(0, 10**6), shape=shapes, bins=st.integers(1, 100))
 def test_weights_of_valid_entries_sum_to_their_number_without_momentum(seed, shape, bins):
     logits, targets, valid = random_problem(seed, shape)
-    result = ghm_c(logits, targets, valid, torch.zeros(bins), momentum=0.0,
-                   reduction='none')
+    result = ghm_c(logits, targets, valid, GHMState.zeros(bins), 0.0, 'none')
     density = result.density
     edges = unit_region_edges(bins, GHMC_LAST_EDGE)
     index = bin_indices(sigmoid_gradient_norm(logits, targets), edges, valid)

@@ -5,8 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ghm_mmdet.core import ghm_c_loss, ghm_r_loss
-from ghm_mmdet.core import compat, losses
+from ghm_mmdet.core import compat, ghm_c_loss, ghm_r_loss, losses
 from ghm_mmdet.core.routes import Route, choose_route
 
 pytestmark = pytest.mark.compat

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ghm_mmdet.core import WarmStartState, warm_start_ghm_weights
+from ghm_mmdet.core import GHMState, warm_start_ghm_weights
 
 PREDICT = torch.tensor([1.0, 0.0, 0.5, 0.0])
 TARGET = torch.tensor([1.0, 0.0, 0.0, 1.0])
@@ -30,7 +30,7 @@ def test_first_call_hand_derivation():
 
 
 def test_inputs_and_state_are_not_modified():
-    state = WarmStartState.zeros(10)
+    state = GHMState.zeros(10, warm_start=True)
     _, new_state = warm_start_ghm_weights(PREDICT, TARGET, VALID, state)
     assert state.acc_sum.tolist() == [0.0] * 10 and state.floor.item() == 0.0
     assert new_state.floor.item() > 0
@@ -48,7 +48,7 @@ def test_ignored_entries_get_zero_weight_and_all_ignored_changes_nothing():
     (dict(bins=0), ValueError, 'bins'),
     (dict(bins=2.0), TypeError, 'bins'),
     (dict(momentum=1.0), ValueError, 'momentum'),
-    (dict(state=WarmStartState.zeros(5)), ValueError, 'state.acc_sum'),
+    (dict(state=GHMState.zeros(5, warm_start=True)), ValueError, 'state.acc_sum must have shape'),
 ])
 def test_bad_arguments(kwargs, error, words):
     with pytest.raises(error, match=words):
@@ -58,3 +58,13 @@ def test_bad_arguments(kwargs, error, words):
 def test_shape_mismatch_is_an_error_not_a_broadcast():
     with pytest.raises(ValueError, match=r'valid_mask must have the shape of probs \(4,\)'):
         warm_start_ghm_weights(PREDICT, TARGET, torch.ones(1))
+
+
+def test_without_momentum_the_weights_are_n_over_count_times_bins():
+    # 800 entries in regions 0, 3 and 9 of 10 (600, 150, 50): weight = 800 / (count * 10).
+    probs = torch.cat([torch.full((600,), 0.05), torch.full((150,), 0.35), torch.full((50,), 0.95)])
+    weights, state = warm_start_ghm_weights(probs, torch.zeros(800), torch.ones(800), momentum=0.0)
+    expected = torch.cat([torch.full((600,), 800 / 6000), torch.full((150,), 800 / 1500),
+                          torch.full((50,), 800 / 500)])
+    assert torch.allclose(weights, expected, rtol=1e-6)
+    assert state.floor.item() == 80.0

@@ -1,8 +1,8 @@
 """GHMStatsHook on real GHM loss modules in a stand-in runner: what it records, where it writes it, and
 each warning it gives before GHM diverges."""
 import itertools
-import math
 import logging
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -243,6 +243,24 @@ def test_the_log_line_shows_the_latest_record_not_a_mean_over_records():
     assert f'{REG}/non_empty_regions: ' in log_str
 
 
+def test_a_tuple_custom_cfg_from_a_config_is_extended_as_a_new_list():
+    """A config may give log_processor=dict(custom_cfg=(...)) as a tuple; the user's entries stay, in a list
+    the hook owns, and the user's tuple is left as it was."""
+    user_cfg = (dict(data_src='time', method_name='mean', window_size=20),)
+    processor = LogProcessor(by_epoch=False, window_size=10, custom_cfg=user_cfg)
+    model = TinyDetector()
+    runner = stand_in_runner(model, log_processor=processor)
+    hook = GHMStatsHook(interval=1)
+    hook.before_train(runner)
+    run_iteration(hook, runner, 1, lambda: call_both(model, seed=0, num=300))
+    run_iteration(hook, runner, 2, lambda: call_both(model, seed=1, num=200))
+    assert user_cfg == (dict(data_src='time', method_name='mean', window_size=20),)
+    assert processor.custom_cfg[0] == user_cfg[0]
+    assert dict(data_src=f'{CLS}/num_valid', method_name='mean', window_size=1) in processor.custom_cfg
+    tag, _ = processor.get_log_after_iter(runner, 1, 'train')
+    assert tag[f'{CLS}/num_valid'] == float(model.bbox_head.loss_cls.last_stats['num_valid'])
+
+
 def test_histograms_per_unit_region_reach_tensorboard(tmp_path):
     from mmengine.visualization import Visualizer
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -276,10 +294,10 @@ def test_histograms_per_unit_region_reach_tensorboard(tmp_path):
 # ---------------------------------------------------------------- the heads
 
 def retina_head(head_type):
+    from mmdet.registry import MODELS
     from mmengine.config import ConfigDict
     from mmengine.registry import init_default_scope
     from mmengine.structures import InstanceData
-    from mmdet.registry import MODELS
 
     init_default_scope('mmdet')
     torch.manual_seed(0)

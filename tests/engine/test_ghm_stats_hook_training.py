@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from gloo_ranks import gloo_group, run_ranks
 
 REPO = Path(__file__).resolve().parents[2]

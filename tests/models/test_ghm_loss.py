@@ -197,8 +197,9 @@ def test_nan_regression_deltas_keep_state_finite():
 # ---------------------------------------------------------------- warm start option
 
 def test_warm_start_option_matches_the_seed_function():
-    from ghm_mmdet.core import warm_start_ghm_weights
     import torch.nn.functional as F
+
+    from ghm_mmdet.core import warm_start_ghm_weights
     pred, labels, weight = cls_inputs()
     target = (labels[:, None] == torch.arange(6)).float()
     loss_fn = GHMC(bins=10, momentum=0.75, warm_start=True)
@@ -210,6 +211,21 @@ def test_warm_start_option_matches_the_seed_function():
         expected = F.binary_cross_entropy_with_logits(pred, target, weight=beta, reduction='sum')
         assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert torch.allclose(loss_fn.acc_sum, state.acc_sum)
+
+
+@pytest.mark.parametrize('momentum', [0.0, 0.75])
+def test_warm_start_beta_is_n_over_density_times_bins_and_zero_for_empty_regions(momentum):
+    """The statistics' beta (max_beta, the fp16 warning, the histograms): an empty region's is 0, not
+    N / (1e-12 * bins) = 8e13 here."""
+    g = torch.cat([torch.full((600,), 0.05), torch.full((150,), 0.35), torch.full((50,), 0.95)])
+    pred = torch.logit(g).unsqueeze(1)  # one class; label 1 is background, so g = sigmoid(x)
+    loss = GHMC(bins=10, momentum=momentum, warm_start=True)
+    loss(pred, torch.ones(800, dtype=torch.long), torch.ones(800))
+    # First call: every region starts at N / bins = 80, then S_k = m * 80 + (1 - m) * count_k.
+    density = {0: 600, 3: 150, 9: 50}
+    expected = [800 / ((momentum * 80 + (1 - momentum) * density[k]) * 10) if k in density else 0.0
+                for k in range(10)]
+    assert loss.last_stats['beta'].tolist() == pytest.approx(expected, rel=1e-6)
 
 
 # ---------------------------------------------------------------- torch.compile

@@ -1,15 +1,14 @@
 """``import ghm_mmdet`` makes mmdet's registry build our losses, whatever the import order, and mmdet's
 published GHM checkpoints load into models built with them."""
+import os.path as osp
 import subprocess
 import sys
 
+import mmdet
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-
-import mmdet
-import os.path as osp
 
 from ghm_mmdet.models.losses import GHMC, GHMR
 

@@ -3,9 +3,10 @@ import os
 
 import pytest
 import torch
-from gloo_ranks import gloo_group, run_ranks
 
 from ghm_mmdet.models.losses import GHMC, GHMR
+
+from gloo_ranks import gloo_group, run_ranks
 
 
 def batch():

@@ -277,12 +277,14 @@ class GHMStatsHook(Hook):
         if key in self._logged_keys:
             return
         self._logged_keys.add(key)
-        custom_cfg = getattr(runner.log_processor, 'custom_cfg', None)
+        processor = runner.log_processor
+        custom_cfg = getattr(processor, 'custom_cfg', None)
         if custom_cfg is None:
             return
         if any(cfg.get('data_src') == key or cfg.get('log_name') == key for cfg in custom_cfg):
             return  # the user chose how to log it
-        custom_cfg.append(dict(data_src=key, method_name='mean', window_size=1))
+        # A new list: a config may give a tuple, and the user's own object stays as it was.
+        processor.custom_cfg = [*custom_cfg, dict(data_src=key, method_name='mean', window_size=1)]
 
     @staticmethod
     def _tensorboard_writer(runner):

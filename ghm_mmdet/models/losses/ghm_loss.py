@@ -8,13 +8,11 @@ from mmdet.models.losses.utils import weight_reduce_loss
 from mmengine import dist
 from torch import Tensor, nn
 
+from ghm_mmdet.core import checks
 from ghm_mmdet.core import losses as core
-from ghm_mmdet.core.checks import (GHMArgumentError, GHMArgumentTypeError, check_bins, check_floating,
-                                   check_momentum, check_non_negative, check_positive, check_reduction,
-                                   check_same_shape)
-from ghm_mmdet.core.density import GHMC_LAST_EDGE, GHMR_LAST_EDGE, unit_region_edges
-from ghm_mmdet.core.gradient_norm import asl1_gradient_norm, sigmoid_gradient_norm
-from ghm_mmdet.core.label_bce import label_entries, label_gradient_norm
+from ghm_mmdet.core.density import GHMC_LAST_EDGE, GHMR_LAST_EDGE, GHMState, unit_region_edges
+from ghm_mmdet.core.gradient_norm import asl1_gradient_norm, sigmoid_gradient_norm, softmax_gradient_norm
+from ghm_mmdet.core.label_bce import one_hot
 
 
 def _core_reduction(reduction: str) -> str:
@@ -43,13 +41,11 @@ class _GHMLoss(nn.Module):
 
     def __init__(self, bins, momentum, loss_weight, reduction, last_edge, sync_stats, warm_start):
         super().__init__()
-        self.bins = check_bins(bins)
-        self.momentum = check_momentum(momentum)
-        self.loss_weight = check_non_negative(loss_weight, 'loss_weight')
-        self.reduction = check_reduction(reduction)
+        self.bins, self.momentum, self.reduction = checks.check_options(bins, momentum, reduction)
+        self.loss_weight = checks.check_non_negative(loss_weight, 'loss_weight')
         for name, flag in (('sync_stats', sync_stats), ('warm_start', warm_start)):
             if not isinstance(flag, bool):
-                raise GHMArgumentTypeError(f'{name} must be a bool, got {flag!r}')
+                raise checks.GHMArgumentTypeError(f'{name} must be a bool, got {flag!r}')
         self.sync_stats = sync_stats
         self.warm_start = warm_start
         self.register_buffer('edges', unit_region_edges(self.bins, last_edge))
@@ -60,24 +56,25 @@ class _GHMLoss(nn.Module):
         self.record_loss_shares = False
         self.last_stats = None
 
-    def _options(self, device) -> dict:
-        """Keyword arguments of the core call: the state and the module options."""
+    def _state(self, device) -> GHMState:
+        """The buffers as the core's state (zeros without a moving average)."""
         acc_sum = getattr(self, 'acc_sum', None)
-        return dict(
-            acc_sum=torch.zeros(self.bins, device=device) if acc_sum is None else acc_sum,
-            momentum=self.momentum, floor=getattr(self, 'acc_floor', None),
-            all_reduce=dist.all_reduce if self._world_size() > 1 else None, edges=self.edges)
+        return GHMState(torch.zeros(self.bins, device=device) if acc_sum is None else acc_sum,
+                        getattr(self, 'acc_floor', None))
 
     def _world_size(self) -> int:
         return dist.get_world_size() if self.sync_stats else 1
+
+    def _all_reduce(self):
+        return dist.all_reduce if self._world_size() > 1 else None
 
     def _finish(self, result: core.GHMResult, reduction: str) -> Tensor:
         """Store the state and the statistics; normalise the core's sum and weight it as mmdet does."""
         density = result.density
         if hasattr(self, 'acc_sum'):
-            self.acc_sum.copy_(density.acc_sum)
-        if density.floor is not None:
-            self.acc_floor.copy_(density.floor)
+            self.acc_sum.copy_(density.state.acc_sum)
+        if density.state.floor is not None:
+            self.acc_floor.copy_(density.state.floor)
         # With synchronised statistics beta is the whole batch's; scaling by the world size makes DDP's
         # mean over ranks equal the single-process loss, for 'mean' and 'sum' alike.
         world_size = self._world_size()
@@ -98,8 +95,14 @@ class _GHMLoss(nn.Module):
     @staticmethod
     def _resolve_weight(weight, label_weight):
         if weight is not None and label_weight is not None:
-            raise GHMArgumentError('pass the per-entry weights as weight or as label_weight, not both')
+            raise checks.GHMArgumentError('pass the per-entry weights as weight or as label_weight, not both')
         return label_weight if weight is None else weight
+
+    @staticmethod
+    def _flat(gradient_norm: Tensor, weight: Optional[Tensor]):
+        """``(g, valid)`` flattened, ``valid`` broadcast from ``weight > 0`` (all True for ``None``)."""
+        valid = gradient_norm.new_ones((), dtype=torch.bool) if weight is None else weight > 0
+        return gradient_norm.reshape(-1), valid.expand(gradient_norm.shape).reshape(-1)
 
     def extra_repr(self) -> str:
         return (f'bins={self.bins}, momentum={self.momentum}, loss_weight={self.loss_weight}, '
@@ -144,7 +147,7 @@ class GHMC(_GHMLoss):
                  loss_weight: float = 1.0, reduction: str = 'mean', sync_stats: bool = False,
                  warm_start: bool = False):
         if not isinstance(use_sigmoid, bool):
-            raise GHMArgumentTypeError(f'use_sigmoid must be a bool, got {use_sigmoid!r}')
+            raise checks.GHMArgumentTypeError(f'use_sigmoid must be a bool, got {use_sigmoid!r}')
         super().__init__(bins, momentum, loss_weight, reduction, GHMC_LAST_EDGE, sync_stats, warm_start)
         self.use_sigmoid = use_sigmoid
 
@@ -152,56 +155,39 @@ class GHMC(_GHMLoss):
                 avg_factor: Optional[Union[int, float, Tensor]] = None,
                 reduction_override: Optional[str] = None, label_weight: Optional[Tensor] = None,
                 **kwargs) -> Tensor:
-        reduction = check_reduction(reduction_override or self.reduction, 'reduction_override')
-        pred, target, valid, _ = self._inputs(pred, target, self._resolve_weight(weight, label_weight))
-        options = dict(self._options(pred.device), reduction=_core_reduction(reduction),
-                       record_shares=self.record_loss_shares)
-        if self.use_sigmoid:
-            result = core.ghm_c(pred, target, valid, **options)
-        else:
-            result = core.ghm_c_softmax(pred, target, valid, **options)
+        reduction = checks.check_reduction(reduction_override or self.reduction, 'reduction_override')
+        weight = self._checked_weight(pred, target, weight, label_weight)
+        loss = core.ghm_c if self.use_sigmoid else core.ghm_c_softmax
+        result = loss(pred, target, weight, self._state(pred.device), self.momentum, _core_reduction(reduction),
+                      self._all_reduce(), self.record_loss_shares)
         return self._finish(result, reduction)
 
-    def _inputs(self, pred: Tensor, target: Tensor, weight: Optional[Tensor]):
-        """Checked ``(pred, target, valid, is_labels)``."""
-        check_floating(pred, 'pred', min_dim=1)
-        if weight is not None:
-            if not isinstance(weight, Tensor):
-                raise GHMArgumentTypeError(f'weight must be a torch.Tensor, got {type(weight).__name__}')
-            if (self.use_sigmoid and core.is_label_target(pred, target) and pred.shape[-1] > 1
-                    and weight.dim() == 1 and weight.numel() == pred.numel() != target.numel()):
-                raise GHMArgumentError(
-                    f'weight of shape {tuple(weight.shape)} holds per-class label weights flattened from '
-                    f'({target.numel()}, {pred.shape[-1]}), as FSAFHead passes them. GHM-C does not support '
-                    'FSAFHead: the head sums reduction="none" losses itself and divides by its number of '
-                    'positives, which would scale GHM-C, already normalised by N through beta (Eq. 8), by '
-                    'about N / num_pos.')
-        valid = None if weight is None else weight > 0
-        names = ('pred', 'target', 'weight')
-        if self.use_sigmoid:
-            is_labels = core.check_ghm_c_targets(pred, target, valid, names)
-        else:
-            core.check_softmax_targets(pred, target, valid, names)
-            is_labels = True
-        return pred, target, valid, is_labels
+    def _checked_weight(self, pred: Tensor, target: Tensor, weight: Optional[Tensor],
+                        label_weight: Optional[Tensor]) -> Optional[Tensor]:
+        weight = self._resolve_weight(weight, label_weight)
+        checks.check_floating(pred, 'pred', min_dim=1)
+        if (self.use_sigmoid and isinstance(weight, Tensor) and checks.is_label_target(pred, target)
+                and pred.shape[-1] > 1 and weight.dim() == 1 and weight.numel() == pred.numel() != target.numel()):
+            raise checks.GHMArgumentError(
+                f'weight of shape {tuple(weight.shape)} holds per-class label weights flattened from '
+                f'({target.numel()}, {pred.shape[-1]}), as FSAFHead passes them. GHM-C does not support '
+                'FSAFHead: the head sums reduction="none" losses itself and divides by its number of '
+                'positives, which would scale GHM-C, already normalised by N through beta (Eq. 8), by '
+                'about N / num_pos.')
+        (checks.check_ghm_c_inputs if self.use_sigmoid else checks.check_softmax_inputs)(pred, target, weight)
+        return weight
 
     def gradient_norm(self, pred: Tensor, target: Tensor, weight: Optional[Tensor] = None,
                       label_weight: Optional[Tensor] = None, **kwargs):
         """``(g, valid)``: flattened float32 gradient norms and bool validity of the entries ``forward``
         would weigh, for the same inputs (used to plot the gradient density)."""
-        pred, target, valid, is_labels = self._inputs(pred, target,
-                                                      self._resolve_weight(weight, label_weight))
+        weight = self._checked_weight(pred, target, weight, label_weight)
         if not self.use_sigmoid:
-            g = core.softmax_gradient_norm(pred, target.long())
-        elif is_labels:
-            logits = pred.reshape(-1, pred.shape[-1])
-            flat_index, positive = label_entries(target.reshape(-1).long(), pred.shape[-1])
-            g = label_gradient_norm(logits, flat_index, positive, None)
-            valid = None if valid is None else valid.reshape(-1, 1).expand(g.shape)
-        else:
-            g = sigmoid_gradient_norm(pred, target)
-        valid = torch.ones_like(g, dtype=torch.bool) if valid is None else valid
-        return g.reshape(-1), valid.reshape(-1)
+            return self._flat(softmax_gradient_norm(pred, target.long()), weight)
+        if checks.is_label_target(pred, target):
+            target = one_hot(target.long(), pred.shape[-1])
+            weight = None if weight is None else weight.unsqueeze(-1)
+        return self._flat(sigmoid_gradient_norm(pred, target.float()), weight)
 
     def extra_repr(self) -> str:
         return f'use_sigmoid={self.use_sigmoid}, ' + super().extra_repr()
@@ -229,33 +215,25 @@ class GHMR(_GHMLoss):
                  loss_weight: float = 1.0, reduction: str = 'mean', sync_stats: bool = False,
                  warm_start: bool = False):
         super().__init__(bins, momentum, loss_weight, reduction, GHMR_LAST_EDGE, sync_stats, warm_start)
-        self.mu = check_positive(mu, 'mu')
+        self.mu = checks.check_positive(mu, 'mu')
 
     def forward(self, pred: Tensor, target: Tensor, weight: Optional[Tensor] = None,
                 avg_factor: Optional[Union[int, float, Tensor]] = None,
                 reduction_override: Optional[str] = None,
                 label_weight: Optional[Tensor] = None) -> Tensor:
-        reduction = check_reduction(reduction_override or self.reduction, 'reduction_override')
-        weight = self._inputs(pred, target, self._resolve_weight(weight, label_weight))
-        result = core.ghm_r(pred, target, weight, mu=self.mu, reduction=_core_reduction(reduction),
-                            **self._options(pred.device))
+        reduction = checks.check_reduction(reduction_override or self.reduction, 'reduction_override')
+        weight = self._resolve_weight(weight, label_weight)
+        checks.check_ghm_r_inputs(pred, target, weight)
+        result = core.ghm_r(pred, target, weight, self._state(pred.device), self.mu, self.momentum,
+                            _core_reduction(reduction), self._all_reduce())
         return self._finish(result, reduction)
-
-    @staticmethod
-    def _inputs(pred: Tensor, target: Tensor, weight: Optional[Tensor]) -> Optional[Tensor]:
-        check_floating(pred, 'pred')
-        check_same_shape(target, 'target', pred, 'pred')
-        if weight is not None:
-            check_same_shape(weight, 'weight', pred, 'pred')
-        return weight
 
     def gradient_norm(self, pred: Tensor, target: Tensor, weight: Optional[Tensor] = None,
                       label_weight: Optional[Tensor] = None, **kwargs):
         """``(g, valid)`` of the entries ``forward`` would weigh, flattened (see :meth:`GHMC.gradient_norm`)."""
-        weight = self._inputs(pred, target, self._resolve_weight(weight, label_weight))
-        g = asl1_gradient_norm(pred.float() - target.float(), self.mu)
-        valid = torch.ones_like(g, dtype=torch.bool) if weight is None else weight > 0
-        return g.reshape(-1), valid.reshape(-1)
+        weight = self._resolve_weight(weight, label_weight)
+        checks.check_ghm_r_inputs(pred, target, weight)
+        return self._flat(asl1_gradient_norm(pred.float() - target.float(), self.mu), weight)
 
     def extra_repr(self) -> str:
         return f'mu={self.mu}, ' + super().extra_repr()
