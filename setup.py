@@ -40,6 +40,7 @@ setup(
             'hypothesis>=6',
             'pytest-xdist>=3',  # pytest.ini runs a worker per core
             'pytest-timeout>=2.1',  # pytest.ini's per-test limit: a hung test fails with its stacks, CI goes on
+            'ruff>=0.4',  # .ci/run's linter and import sorter (ruff.toml); 0.4: the [lint] section of ruff.toml
         ],
         'tools': [
             'matplotlib>=3.4',  # tools/analysis_tools/plot_gradient_density.py's figures (Axes.stairs)

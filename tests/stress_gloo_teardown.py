@@ -21,11 +21,11 @@ TESTS = Path(__file__).resolve().parent
 sys.path[:0] = [str(TESTS), str(TESTS / 'engine')]
 os.environ.setdefault('OMP_NUM_THREADS', '1')  # as under pytest-xdist (tests/conftest.py)
 
+import test_ghm_stats_hook_training as hook_test  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as torch_dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
-import test_ghm_stats_hook_training as hook_test  # noqa: E402
 from gloo_ranks import init_file_group  # noqa: E402
 
 HANG_S = 60

@@ -16,7 +16,8 @@ def test_ci_runs_the_readme_setup_and_test_commands_at_both_corners():
     ci_commands = [line[len('time '):] for line in (ROOT / '.ci' / 'run').read_text().splitlines()
                    if line.startswith('time ')]
     shell = '\n'.join(fenced_blocks('bash'))
-    assert ci_commands == ['bash tools/setup_env.sh', '.venv/bin/python -m pytest',
+    assert ci_commands == ['bash tools/setup_env.sh', '.venv/bin/ruff check ghm_mmdet tools tests benchmarks',
+                           '.venv/bin/python -m pytest',
                            'STACK=oldest bash tools/setup_env.sh', '.venv-oldest/bin/python -m pytest -m compat']
     for command in ci_commands:
         assert command in shell, command

@@ -125,7 +125,7 @@ then
 fi
 
 step "ghm_mmdet (editable) with test and tools extras"
-if ! has 'import ghm_mmdet, pytest, xdist, pytest_timeout, hypothesis, matplotlib, tensorboard, scipy' \
+if ! has 'import ghm_mmdet, pytest, xdist, pytest_timeout, hypothesis, matplotlib, tensorboard, scipy, ruff' \
     || [ setup.py -nt "${VENV}/.ghm_mmdet_installed" ]; then
     "${PIP[@]}" --no-build-isolation -e '.[tests,tools]' "mmdet==${MMDET}" "mmcv==${MMCV}" "${PINS[@]}"
     touch "${VENV}/.ghm_mmdet_installed"

@@ -11,9 +11,6 @@ import functools
 
 import pytest
 import torch
-from head_matrix import (ENTRIES, FSAF_BASE, GHMC_RECIPE, batch, build, config_path, cpu_config,
-                         get_path, loss_values, reference_model_cfg, register_builtins, run_loss,
-                         set_path)
 from mmdet.models.losses import CrossEntropyLoss
 from mmdet.models.losses.ghm_loss import GHMC as MMDetGHMC
 from mmdet.models.losses.ghm_loss import GHMR as MMDetGHMR
@@ -21,6 +18,22 @@ from mmengine import Config
 
 from ghm_mmdet.core.checks import GHMArgumentError
 from ghm_mmdet.models.losses import GHMC, GHMR
+
+from head_matrix import (
+    ENTRIES,
+    FSAF_BASE,
+    GHMC_RECIPE,
+    batch,
+    build,
+    config_path,
+    cpu_config,
+    get_path,
+    loss_values,
+    reference_model_cfg,
+    register_builtins,
+    run_loss,
+    set_path,
+)
 
 # About 2 minutes on 2 CPU cores: R-50 models, and mmcv's RoIAlign backward dominates Faster R-CNN.
 pytestmark = pytest.mark.slow
