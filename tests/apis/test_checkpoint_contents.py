@@ -64,6 +64,7 @@ def build_scheduler(cls, optimizer):
 
 def step(scheduler, count):
     for index in range(count):
+        scheduler.optimizer.step()  # as training does: the optimizer first
         if 'metrics' in inspect.signature(scheduler.step).parameters:
             scheduler.step(dict(loss=1.0 / (index + 1)))
         else:

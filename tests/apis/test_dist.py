@@ -103,8 +103,6 @@ class WithSyncBN(torch.nn.Module):
         return self.norm(self.conv(x))
 
 
-# torch 2.13 deprecates the broadcast_buffers=False that mmengine passes; not ours to change here.
-@pytest.mark.filterwarnings('ignore:`broadcast_buffers` is deprecated:FutureWarning')
 def test_cpu_group_is_gloo_and_the_wrapper_takes_a_cpu_module_with_syncbn(one_process_torchrun_env):
     config = Config(dict(env_cfg=dict(dist_cfg=dict(backend='nccl', timeout=60))))
     with cpu_process_group('pytorch', config):
@@ -157,7 +155,6 @@ def train_with_a_runner_like_cycle():
     runner['model'](torch.ones(1, 2)).sum().backward()
 
 
-@pytest.mark.filterwarnings('ignore:`broadcast_buffers` is deprecated:FutureWarning')
 def test_group_outlives_nothing_that_holds_it_and_ranks_meet_before_it_goes(one_process_torchrun_env,
                                                                             teardown_calls):
     # Left alive, the wrapper keeps the group's gloo threads running into interpreter shutdown, where a
