@@ -71,6 +71,12 @@ def check_reduction(reduction, name: str = 'reduction') -> str:
     return reduction
 
 
+def check_flag(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise GHMArgumentTypeError(f'{name} must be a bool, got {value!r}')
+    return value
+
+
 def check_options(bins, momentum, reduction) -> Tuple[int, float, str]:
     """The options every GHM loss takes, checked: ``(bins, momentum, reduction)``."""
     return check_bins(bins), check_momentum(momentum), check_reduction(reduction)
@@ -134,22 +140,70 @@ def is_label_target(pred: Tensor, target) -> bool:
             and not target.is_floating_point() and target.dtype != torch.bool)
 
 
-def check_ghm_c_inputs(pred, target, weight: Optional[Tensor]) -> None:
-    """Sigmoid GHM-C: ``(..., C)`` floating ``pred``; ``target`` of its shape in [0, 1], or integer labels of
-    shape ``(...)`` in ``[0, C]``; ``weight`` of the shape of ``target``."""
+def ghm_c_inputs(pred, target, weight: Optional[Tensor],
+                 activated: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
+    """Sigmoid GHM-C's ``target`` and ``weight``, checked against ``(..., C)`` floating ``pred`` and brought to
+    one of two forms: integer labels ``(...)`` with a weight ``(...)`` per row, or targets of ``pred``'s shape
+    with a weight of that shape.
+
+    Accepted ``target``: ``(..., C)`` binary or soft targets in [0, 1] (float or bool); ``(...)`` integer labels
+    in ``[0, C]`` (``C`` = background); or QualityFocalLoss's ``(labels, scores)``, whose soft target is the
+    score at the label and 0 elsewhere (:func:`quality_target`). Accepted ``weight``: ``None``, the shape of
+    the target, or one weight per row, ``(...)`` or ``(..., 1)``, broadcast over the classes (FocalLoss's and
+    QualityFocalLoss's ``(N,)``, YOLOv3's ``(N, A, 1)``). Labels become one-hot where the weights are per entry
+    or ``activated`` (the label route works on logits).
+    """
     check_floating(pred, 'pred', min_dim=1)
-    if isinstance(target, Tensor) and target.dim() == pred.dim():
+    rows, num_classes = tuple(pred.shape[:-1]), pred.shape[-1]
+    if isinstance(target, (tuple, list)):
+        target = quality_target(pred, target)
+    elif isinstance(target, Tensor) and target.dim() == pred.dim():
         check_same_shape(target, 'target', pred, 'pred')
-        if weight is not None:
-            check_same_shape(weight, 'weight', pred, 'pred')
         check_unit_interval(target)
-        return
-    if not is_label_target(pred, target) or target.shape != pred.shape[:-1]:
-        raise GHMArgumentError(f'target must be binary targets of the shape of pred {tuple(pred.shape)} or '
-                               f'integer labels of shape {tuple(pred.shape[:-1])}, got {_describe(target)}')
-    if weight is not None:
-        check_same_shape(weight, 'weight', target, 'the integer labels')
-    check_labels_in_range(target, pred.shape[-1])
+    elif is_label_target(pred, target) and tuple(target.shape) == rows:
+        check_labels_in_range(target, num_classes)
+        if activated or (isinstance(weight, Tensor) and weight.shape == pred.shape):
+            target = (target.unsqueeze(-1) == torch.arange(num_classes, device=target.device)).float()
+    else:
+        raise GHMArgumentError(f'target must be binary or soft targets of the shape of pred {tuple(pred.shape)}, '
+                               f'integer labels of shape {rows}, or QualityFocalLoss\'s (labels, scores) of '
+                               f'shape {rows} each, got {_describe(target)}')
+    if weight is None:
+        return target, None
+    if not isinstance(weight, Tensor):
+        raise GHMArgumentTypeError(f'weight must be a torch.Tensor, got {type(weight).__name__}')
+    shape = tuple(weight.shape)
+    if target.dim() == pred.dim() and shape == tuple(pred.shape):
+        return target, weight
+    if shape in (rows, rows + (1,)):
+        weight = weight.reshape(rows)
+        return target, (weight.unsqueeze(-1).expand(pred.shape) if target.dim() == pred.dim() else weight)
+    raise GHMArgumentError(f'weight must have the shape of pred {tuple(pred.shape)}, or one weight per row of '
+                           f'shape {rows} or {rows + (1,)}, got {shape}')
+
+
+def quality_target(pred: Tensor, target) -> Tensor:
+    """QualityFocalLoss's ``(labels, scores)`` as GHM-C's soft target of ``pred``'s shape: ``scores`` at the
+    label, 0 elsewhere and on background rows (label ``C``); ``g = |sigmoid(x) - t|`` as Eq. 3's, with a soft
+    ``p*`` (GFL, TOOD and RTMDet's IoU-aware targets)."""
+    if len(target) != 2:
+        raise GHMArgumentError(f"target given as a {type(target).__name__} must be QualityFocalLoss's (labels, "
+                               f'scores), got {len(target)} elements')
+    labels, scores = target
+    rows, num_classes = tuple(pred.shape[:-1]), pred.shape[-1]
+    if not is_label_target(pred, labels) or tuple(labels.shape) != rows:
+        raise GHMArgumentError(f'target (labels, scores): labels must be integer labels of shape {rows}, got '
+                               f'{_describe(labels)}')
+    check_floating(scores, 'target (labels, scores): scores')
+    if tuple(scores.shape) != rows:
+        raise GHMArgumentError(f'target (labels, scores): scores must have shape {rows}, got '
+                               f'{tuple(scores.shape)}')
+    check_labels_in_range(labels, num_classes)
+    check_unit_interval(scores)
+    positive = labels < num_classes
+    soft = torch.zeros(pred.shape, dtype=torch.float32, device=pred.device)
+    return soft.scatter(-1, labels.clamp(max=num_classes - 1).long().unsqueeze(-1),
+                        torch.where(positive, scores.float(), 0.0).unsqueeze(-1))
 
 
 def check_softmax_inputs(pred, target, weight: Optional[Tensor]) -> None:

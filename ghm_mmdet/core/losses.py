@@ -31,7 +31,7 @@ from .density import (
     region_weights,
     unit_region_edges,
 )
-from .gradient_norm import asl1_gradient_norm, asl1_loss, sigmoid_gradient_norm, softmax_gradient_norm
+from .gradient_norm import asl1_gradient_norm, asl1_loss, bce_gradient, sigmoid_gradient_norm, softmax_gradient_norm
 from .label_bce import label_bin_counts, label_weighted_bce, loss_shares
 from .routes import Route, choose_route
 
@@ -55,9 +55,9 @@ class GHMResult(NamedTuple):
 # --------------------------------------------------------------------------------------------------
 
 
-def ghm_c_loss(pred: Tensor, target: Tensor, weight: Optional[Tensor] = None,
+def ghm_c_loss(pred: Tensor, target, weight: Optional[Tensor] = None,
                acc_sum: Optional[Tensor] = None, *, bins: int = 10, momentum: float = 0.0,
-               reduction: str = 'mean') -> Tuple[Tensor, Tensor]:
+               reduction: str = 'mean', activated: bool = False) -> Tuple[Tensor, Tensor]:
     """GHM-C: sigmoid binary cross-entropy weighted by the gradient density harmonizing parameter.
 
     ``L_GHM-C = (1 / N) * sum_i beta_i * L_CE(p_i, p*_i)`` (Eq. 8 of arXiv:1811.05181) over the ``N`` valid
@@ -68,18 +68,21 @@ def ghm_c_loss(pred: Tensor, target: Tensor, weight: Optional[Tensor] = None,
     regions' counts (Eq. 9 and mmdet).
 
     Args:
-        pred: ``(..., C)`` floating logits ``x`` (any dtype and layout; computed in float32).
-        target: either ``(..., C)`` binary or soft targets ``p*`` in [0, 1] (float or bool), or integer
-            class labels of shape ``(...)`` in ``[0, C]``, where ``C`` is background (all targets 0), as
-            RetinaNet-style heads pass them.
-        weight: optional tensor of the shape of ``target`` (a bool mask, or mmdet's label weights): the
-            entries (with labels: the rows) where ``weight > 0`` take part. ``None``: all.
+        pred: ``(..., C)`` floating logits ``x`` (any dtype and layout; computed in float32), or probabilities
+            with ``activated``.
+        target: ``(..., C)`` binary or soft targets ``p*`` in [0, 1] (float or bool); integer class labels
+            of shape ``(...)`` in ``[0, C]``, where ``C`` is background (all targets 0), as RetinaNet-style
+            heads pass them; or QualityFocalLoss's ``(labels, scores)``, each of shape ``(...)``: the soft
+            target is the score at the label and 0 elsewhere (GFL, TOOD, RTMDet).
+        weight: optional tensor (a bool mask, or mmdet's label weights) of the shape of the target, or one per
+            row, ``(...)`` or ``(..., 1)``: the entries where ``weight > 0`` take part. ``None``: all.
         acc_sum: ``(bins,)`` float32 moving-average state returned by the previous call, or ``None`` to
             start it.
         bins: number of unit regions, an int >= 1.
         momentum: moving-average parameter in [0, 1); 0 uses this call's counts only.
         reduction: ``'mean'`` (divide by ``N``), ``'sum'`` or ``'none'`` (``beta_i * L_CE_i`` per entry, of
             the shape of ``pred``).
+        activated: ``pred`` holds probabilities ``p`` (TOOD's head): ``g = |p - p*|`` and the BCE of ``p``.
 
     Returns:
         ``(loss, acc_sum)``: the float32 loss and the ``(bins,)`` float32 state to pass to the next call.
@@ -90,8 +93,9 @@ def ghm_c_loss(pred: Tensor, target: Tensor, weight: Optional[Tensor] = None,
         loss_cls, acc_sum = ghm_c_loss(logits, labels, valid, acc_sum, bins=30, momentum=0.75)
     """
     bins, momentum, reduction = checks.check_options(bins, momentum, reduction)
-    checks.check_ghm_c_inputs(pred, target, weight)
-    result = ghm_c(pred, target, weight, checks.check_state(acc_sum, bins, pred.device), momentum, reduction)
+    target, weight = checks.ghm_c_inputs(pred, target, weight, checks.check_flag(activated, 'activated'))
+    state = checks.check_state(acc_sum, bins, pred.device)
+    result = ghm_c(pred, target, weight, state, momentum, reduction, activated=activated)
     return result.loss, result.density.state.acc_sum
 
 
@@ -163,9 +167,11 @@ def ghm_r_loss(pred: Tensor, target: Tensor, weight: Optional[Tensor] = None,
 
 
 def ghm_c(pred: Tensor, target: Tensor, weight: Optional[Tensor], state: GHMState, momentum: float,
-          reduction: str, all_reduce: Optional[AllReduce] = None, record_shares: bool = False) -> GHMResult:
-    """:func:`ghm_c_loss` for checked arguments, with any :class:`GHMState` (the warm start's too), the
-    statistics and, with ``all_reduce``, the density of all workers; ``bins`` is ``state.acc_sum``'s size."""
+          reduction: str, all_reduce: Optional[AllReduce] = None, record_shares: bool = False,
+          activated: bool = False) -> GHMResult:
+    """:func:`ghm_c_loss` for arguments that :func:`~.checks.ghm_c_inputs` returned, with any :class:`GHMState`
+    (the warm start's too), the statistics and, with ``all_reduce``, the density of all workers; ``bins`` is
+    ``state.acc_sum``'s size."""
     num_classes, labels = pred.shape[-1], checks.is_label_target(pred, target)
     valid = None if weight is None else weight > 0
     if labels:  # (N, C) logits, (N,) labels, (N, 1) valid rows
@@ -187,17 +193,18 @@ def ghm_c(pred: Tensor, target: Tensor, weight: Optional[Tensor], state: GHMStat
     if labels:  # one-hot by broadcasting: fused away under compile
         target = target.unsqueeze(-1) == torch.arange(num_classes, device=target.device)
     target = target.to(x.dtype)
-    gradient_norm = sigmoid_gradient_norm(x, target)
+    gradient_norm = bce_gradient(x.detach(), target).abs() if activated else sigmoid_gradient_norm(x, target)
     counts, regions = bin_regions(gradient_norm, valid, edges)
     density = harmonize(counts, num_valid, state, momentum, all_reduce=all_reduce)
     weights = region_weights(regions, density.beta, edges)
+    bce = F.binary_cross_entropy if activated else F.binary_cross_entropy_with_logits
     if reduction == 'none' or record_shares:
-        weighted = F.binary_cross_entropy_with_logits(x, target, reduction='none') * weights
+        weighted = bce(x, target, reduction='none') * weights
         shares = loss_shares(weighted, gradient_norm).double() if record_shares else None
     else:
         del gradient_norm, regions  # free them before the BCE allocates
         # reduction='sum' inside the fused BCE never materialises the per-entry loss.
-        weighted, shares = F.binary_cross_entropy_with_logits(x, target, weight=weights, reduction='sum'), None
+        weighted, shares = bce(x, target, weight=weights, reduction='sum'), None
     return GHMResult(_reduce(weighted, reduction, density.total), density, shares)
 
 

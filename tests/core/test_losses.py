@@ -236,14 +236,14 @@ def test_compiled_form_equals_eager_value_gradient_and_state(case):
     (lambda x, y: ghm_c_loss(x, y + 100), GHMArgumentError,
      'target: integer labels must be in [0, 6] (6 = background)'),
     (lambda x, y: ghm_c_loss(x, y, torch.ones(3, dtype=torch.bool)), GHMArgumentError,
-     'weight must have the shape of the integer labels (120,), got (3,)'),
+     'weight must have the shape of pred (120, 6), or one weight per row of shape (120,) or (120, 1), got (3,)'),
     (lambda x, y: ghm_c_loss(x.long(), y), GHMArgumentTypeError, 'pred must be a floating-point tensor'),
     (lambda x, y: ghm_c_loss(x, y.float()), GHMArgumentError,
-     'target must be binary targets of the shape of pred (120, 6) or integer labels of shape (120,), got '
-     'torch.float32 of shape (120,)'),
-    (lambda x, y: ghm_c_loss(x, y[:7]), GHMArgumentError, 'integer labels of shape (120,), got torch.int64 of '
-                                                         'shape (7,)'),
-    (lambda x, y: ghm_c_loss(x, [0] * 120), GHMArgumentError, 'integer labels of shape (120,), got a list'),
+     "target must be binary or soft targets of the shape of pred (120, 6), integer labels of shape (120,), or "
+     "QualityFocalLoss's (labels, scores) of shape (120,) each, got torch.float32 of shape (120,)"),
+    (lambda x, y: ghm_c_loss(x, y[:7]), GHMArgumentError, 'each, got torch.int64 of shape (7,)'),
+    (lambda x, y: ghm_c_loss(x, [0] * 120), GHMArgumentError,
+     "target given as a list must be QualityFocalLoss's (labels, scores), got 120 elements"),
     (lambda x, y: ghm_c_softmax_loss(x, y), GHMArgumentError, 'target: integer labels must be in [0, 5], got 6'),
     (lambda x, y: ghm_c_softmax_loss(x, y.float()), GHMArgumentError,
      'target must be integer labels of shape (120,) for softmax pred (120, 6), got torch.float32'),

@@ -286,10 +286,11 @@ def test_bad_call_arguments():
     loss = GHMC()
     with pytest.raises(ValueError, match=r'target must have the shape of pred \(10, 4\)'):
         loss(pred, torch.zeros(10, 3), torch.ones(10, 3))
-    with pytest.raises(ValueError, match=r'weight must have the shape of pred \(10, 4\), got \(10,\)'):
-        loss(pred, torch.zeros(10, 4), torch.ones(10))  # no silent broadcast
-    with pytest.raises(ValueError, match=r'weight must have the shape of the integer labels'):
-        loss(pred, labels.clamp(max=4), torch.ones(10, 4))
+    with pytest.raises(ValueError, match=r'weight must have the shape of pred \(10, 4\), or one weight per row of '
+                                         r'shape \(10,\) or \(10, 1\), got \(10, 3\)'):
+        loss(pred, torch.zeros(10, 4), torch.ones(10, 3))  # a per-row weight broadcasts; nothing else does
+    with pytest.raises(ValueError, match=r'one weight per row of shape \(10,\) or \(10, 1\), got \(4,\)'):
+        loss(pred, labels.clamp(max=4), torch.ones(4))
     with pytest.raises(TypeError, match='pred must be a floating-point tensor, got dtype torch.int64'):
         loss(pred.long(), labels, weight)
     bad = labels.clone()

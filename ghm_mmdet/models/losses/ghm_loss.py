@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ghm_mmdet.core import checks
 from ghm_mmdet.core import losses as core
 from ghm_mmdet.core.density import GHMC_LAST_EDGE, GHMR_LAST_EDGE, GHMState, unit_region_edges
-from ghm_mmdet.core.gradient_norm import asl1_gradient_norm, sigmoid_gradient_norm, softmax_gradient_norm
+from ghm_mmdet.core.gradient_norm import asl1_gradient_norm, bce_gradient, sigmoid_gradient_norm, softmax_gradient_norm
 from ghm_mmdet.core.label_bce import one_hot
 
 
@@ -43,11 +43,8 @@ class _GHMLoss(nn.Module):
         super().__init__()
         self.bins, self.momentum, self.reduction = checks.check_options(bins, momentum, reduction)
         self.loss_weight = checks.check_non_negative(loss_weight, 'loss_weight')
-        for name, flag in (('sync_stats', sync_stats), ('warm_start', warm_start)):
-            if not isinstance(flag, bool):
-                raise checks.GHMArgumentTypeError(f'{name} must be a bool, got {flag!r}')
-        self.sync_stats = sync_stats
-        self.warm_start = warm_start
+        self.sync_stats = checks.check_flag(sync_stats, 'sync_stats')
+        self.warm_start = checks.check_flag(warm_start, 'warm_start')
         self.register_buffer('edges', unit_region_edges(self.bins, last_edge))
         if self.momentum > 0 or warm_start:
             self.register_buffer('acc_sum', torch.zeros(self.bins))
@@ -129,13 +126,16 @@ class GHMC(_GHMLoss):
             gradient density is that of the whole batch rather than per GPU (the paper's definition).
         warm_start: use the seed's warm-started moving average (see
             :func:`ghm_mmdet.core.warm_start_ghm_weights`) instead of mmdet's.
+        activated: sigmoid only: ``pred`` holds probabilities, not logits (TOOD's head), as
+            QualityFocalLoss's ``activated``.
 
     Inputs to ``forward``:
-        pred: ``(N, C)`` logits (``(N, C + 1)`` for softmax), any floating dtype and layout.
-        target: sigmoid: ``(N, C)`` binary targets, or ``(N,)`` integer labels in [0, C] (C = background);
-            softmax: ``(N,)`` integer labels in [0, C].
-        weight / label_weight: same shape as ``target``; > 0 marks a valid entry (its magnitude is not
-            used, as in mmdet). ``None`` means all valid.
+        pred: ``(..., C)`` logits (``(..., C + 1)`` for softmax), any floating dtype and layout.
+        target: sigmoid: ``(..., C)`` binary or soft targets, ``(...)`` integer labels in [0, C]
+            (C = background), or QualityFocalLoss's ``(labels, scores)`` (see
+            :func:`ghm_mmdet.core.ghm_c_loss`); softmax: ``(...)`` integer labels in [0, C].
+        weight / label_weight: the target's shape, or (sigmoid) one per row, ``(...)`` or ``(..., 1)``; > 0
+            marks a valid entry (its magnitude is not used, as in mmdet). ``None`` means all valid.
         avg_factor: accepted and ignored, as in mmdet: beta already holds ``N`` (Eq. 8), so the head's
             normaliser (RetinaNet: the number of positives) would scale the loss by about ``N / num_pos``.
         reduction_override: one of ``None, 'none', 'mean', 'sum'``.
@@ -145,25 +145,30 @@ class GHMC(_GHMLoss):
 
     def __init__(self, bins: int = 10, momentum: float = 0.0, use_sigmoid: bool = True,
                  loss_weight: float = 1.0, reduction: str = 'mean', sync_stats: bool = False,
-                 warm_start: bool = False):
-        if not isinstance(use_sigmoid, bool):
-            raise checks.GHMArgumentTypeError(f'use_sigmoid must be a bool, got {use_sigmoid!r}')
+                 warm_start: bool = False, activated: bool = False):
+        use_sigmoid = checks.check_flag(use_sigmoid, 'use_sigmoid')
+        activated = checks.check_flag(activated, 'activated')
+        if activated and not use_sigmoid:
+            raise checks.GHMArgumentError('activated=True (probabilities) needs use_sigmoid=True')
         super().__init__(bins, momentum, loss_weight, reduction, GHMC_LAST_EDGE, sync_stats, warm_start)
-        self.use_sigmoid = use_sigmoid
+        self.use_sigmoid, self.activated = use_sigmoid, activated
 
     def forward(self, pred: Tensor, target: Tensor, weight: Optional[Tensor] = None,
                 avg_factor: Optional[Union[int, float, Tensor]] = None,
                 reduction_override: Optional[str] = None, label_weight: Optional[Tensor] = None,
                 **kwargs) -> Tensor:
         reduction = checks.check_reduction(reduction_override or self.reduction, 'reduction_override')
-        weight = self._checked_weight(pred, target, weight, label_weight)
-        loss = core.ghm_c if self.use_sigmoid else core.ghm_c_softmax
-        result = loss(pred, target, weight, self._state(pred.device), self.momentum, _core_reduction(reduction),
-                      self._all_reduce(), self.record_loss_shares)
+        target, weight = self._checked_inputs(pred, target, weight, label_weight)
+        options = (self._state(pred.device), self.momentum, _core_reduction(reduction), self._all_reduce(),
+                   self.record_loss_shares)
+        if self.use_sigmoid:
+            result = core.ghm_c(pred, target, weight, *options, activated=self.activated)
+        else:
+            result = core.ghm_c_softmax(pred, target, weight, *options)
         return self._finish(result, reduction)
 
-    def _checked_weight(self, pred: Tensor, target: Tensor, weight: Optional[Tensor],
-                        label_weight: Optional[Tensor]) -> Optional[Tensor]:
+    def _checked_inputs(self, pred: Tensor, target, weight: Optional[Tensor], label_weight: Optional[Tensor]):
+        """``(target, weight)`` checked, in the form the core takes (:func:`~ghm_mmdet.core.checks.ghm_c_inputs`)."""
         weight = self._resolve_weight(weight, label_weight)
         checks.check_floating(pred, 'pred', min_dim=1)
         if (self.use_sigmoid and isinstance(weight, Tensor) and checks.is_label_target(pred, target)
@@ -174,23 +179,27 @@ class GHMC(_GHMLoss):
                 'FSAFHead: the head sums reduction="none" losses itself and divides by its number of '
                 'positives, which would scale GHM-C, already normalised by N through beta (Eq. 8), by '
                 'about N / num_pos.')
-        (checks.check_ghm_c_inputs if self.use_sigmoid else checks.check_softmax_inputs)(pred, target, weight)
-        return weight
+        if self.use_sigmoid:
+            return checks.ghm_c_inputs(pred, target, weight, self.activated)
+        checks.check_softmax_inputs(pred, target, weight)
+        return target, weight
 
     def gradient_norm(self, pred: Tensor, target: Tensor, weight: Optional[Tensor] = None,
                       label_weight: Optional[Tensor] = None, **kwargs):
         """``(g, valid)``: flattened float32 gradient norms and bool validity of the entries ``forward``
         would weigh, for the same inputs (used to plot the gradient density)."""
-        weight = self._checked_weight(pred, target, weight, label_weight)
+        target, weight = self._checked_inputs(pred, target, weight, label_weight)
         if not self.use_sigmoid:
             return self._flat(softmax_gradient_norm(pred, target.long()), weight)
         if checks.is_label_target(pred, target):
             target = one_hot(target.long(), pred.shape[-1])
             weight = None if weight is None else weight.unsqueeze(-1)
+        if self.activated:
+            return self._flat(bce_gradient(pred.detach().float(), target.float()).abs(), weight)
         return self._flat(sigmoid_gradient_norm(pred, target.float()), weight)
 
     def extra_repr(self) -> str:
-        return f'use_sigmoid={self.use_sigmoid}, ' + super().extra_repr()
+        return f'use_sigmoid={self.use_sigmoid}, activated={self.activated}, ' + super().extra_repr()
 
 
 class GHMR(_GHMLoss):
