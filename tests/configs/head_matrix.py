@@ -16,6 +16,7 @@ from mmdet.models.losses.ghm_loss import GHMR as MMDetGHMR
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmengine import Config
+from mmengine.logging import MessageHub
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 
@@ -41,7 +42,8 @@ class Entry:
     path of each loss the config replaces -> its loss dict. other_changes: config-relative dotted path ->
     value, for whatever else the config changes. layers: model-relative names of the head layers whose
     weights must get a gradient. builtin_failure: where mmdet's built-in GHM loss cannot run on this head,
-    the exception it raises and a pattern of its message.
+    the exception it raises and a pattern of its message. epoch: the epoch mmengine's message hub reports
+    (TOODHead uses its initial_loss_cls until its initial_epoch).
     """
     config: str
     base: str
@@ -49,6 +51,7 @@ class Entry:
     layers: Tuple[str, ...]
     other_changes: Dict[str, object] = field(default_factory=dict)
     builtin_failure: Optional[Tuple[type, str]] = None
+    epoch: int = 0
 
     @property
     def two_stage(self) -> bool:
@@ -105,6 +108,36 @@ ENTRIES = {
         base='mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
         losses={**TWO_STAGE_GHM, 'roi_head.bbox_head.loss_cls': SOFTMAX_GHMC},
         layers=TWO_STAGE_LAYERS),
+    # Quality targets: (labels, scores) for QualityFocalLoss, which mmdet's GHMC cannot take.
+    'rtmdet-tiny': Entry(
+        config='rtmdet-tiny_ghm_8xb32-300e_coco.py',
+        base='mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py',
+        losses={'bbox_head.loss_cls': dict(GHMC_RECIPE, reduction='sum')},
+        # Every level's classifier; the stride-8 regressor has no positive among these 30-150 px boxes.
+        layers=('bbox_head.rtm_cls.0', 'bbox_head.rtm_cls.1', 'bbox_head.rtm_cls.2', 'bbox_head.rtm_reg.1',
+                'bbox_head.rtm_reg.2'),
+        builtin_failure=(AttributeError, "'tuple' object has no attribute 'dim'")),
+    'gfl': Entry(
+        config='gfl_ghm_r50_fpn_1x_coco.py',
+        base='mmdet::gfl/gfl_r50_fpn_1x_coco.py',
+        losses={'bbox_head.loss_cls': GHMC_RECIPE},
+        layers=('bbox_head.gfl_cls', 'bbox_head.gfl_reg'),
+        # GFLHead passes its label weights as weight=, which mmdet's GHMC does not take.
+        builtin_failure=(TypeError, 'label_weight')),
+    'tood': Entry(
+        config='tood_ghm_r50_fpn_1x_coco.py',
+        base='mmdet::tood/tood_r50_fpn_1x_coco.py',
+        losses={'bbox_head.loss_cls': dict(GHMC_RECIPE, activated=True, reduction='sum')},
+        layers=('bbox_head.tood_cls', 'bbox_head.tood_reg'),
+        builtin_failure=(AttributeError, "'tuple' object has no attribute 'dim'"),
+        epoch=4),  # its initial_epoch: from here on TOODHead calls loss_cls
+    # Broadcast weights: YOLOv3 weighs its (N, A, C) class scores with (N, A, 1).
+    'yolov3': Entry(
+        config='yolov3_ghm_d53_8xb8-ms-608-273e_coco.py',
+        base='mmdet::yolo/yolov3_d53_8xb8-ms-608-273e_coco.py',
+        losses={'bbox_head.loss_cls': dict(GHMC_RECIPE, reduction='sum')},
+        layers=tuple(f'bbox_head.convs_pred.{level}' for level in range(3)),
+        builtin_failure=(TypeError, 'label_weight')),
 }
 FSAF_BASE = 'mmdet::fsaf/fsaf_r50_fpn_1x_coco.py'
 
@@ -157,8 +190,9 @@ def reference_model_cfg(entry: Entry, model_cfg) -> Tuple[dict, dict]:
     ours = copy.deepcopy(model_cfg)
     reference = copy.deepcopy(model_cfg)
     for path, loss in entry.losses.items():
-        if loss.get('use_sigmoid', True):
-            set_path(reference, path, dict(loss, type=BUILTIN_NAMES[loss['type']]))
+        if loss.get('use_sigmoid', True):  # mmdet's GHMC has no activated option
+            set_path(reference, path, {k: v for k, v in dict(loss, type=BUILTIN_NAMES[loss['type']]).items()
+                                       if k != 'activated'})
         else:
             set_path(ours, path, dict(loss, bins=1, momentum=0.0))
             set_path(reference, path, dict(type='CrossEntropyLoss', use_sigmoid=False,
@@ -187,9 +221,10 @@ def batch(batch_size: int) -> dict:
     return dict(inputs=inputs, data_samples=samples)
 
 
-def run_loss(model: torch.nn.Module, batch_size: int, parameter_prefixes: Tuple[str, ...]):
-    """Loss mode and backward on :func:`batch`. Returns the loss dict (detached) and the gradient of
-    every parameter whose name starts with one of ``parameter_prefixes``."""
+def run_loss(model: torch.nn.Module, batch_size: int, parameter_prefixes: Tuple[str, ...], epoch: int = 0):
+    """Loss mode and backward on :func:`batch`, at ``epoch`` as the message hub reports it. Returns the loss
+    dict (detached) and the gradient of every parameter whose name starts with one of ``parameter_prefixes``."""
+    MessageHub.get_current_instance().update_info('epoch', epoch)
     model.train()
     model.zero_grad(set_to_none=True)
     data = model.data_preprocessor(batch(batch_size), training=True)

@@ -78,9 +78,15 @@ def _fresh(name: str, variant: str):
 
 @functools.lru_cache(maxsize=None)
 def _our_run(name: str, batch_size: int):
-    """Losses and head gradients of the entry as configured, shared by the tests of one cell."""
+    """Losses and head gradients of the entry as configured, and the paths of the GHM losses that were called,
+    shared by the tests of one cell."""
     entry = ENTRIES[name]
-    return run_loss(_fresh(name, 'ours'), batch_size, tuple(f'{head}.' for head in entry.heads))
+    model = _fresh(name, 'ours')
+    for path in entry.losses:
+        get_path(model, path).last_stats = None
+    losses, grads = run_loss(model, batch_size, tuple(f'{head}.' for head in entry.heads), entry.epoch)
+    called = tuple(path for path in entry.losses if get_path(model, path).last_stats is not None)
+    return losses, grads, called
 
 
 def _without_scope(value):
@@ -112,7 +118,8 @@ def test_loss_and_backward_reach_the_head(name, batch_size):
     for path, loss in entry.losses.items():
         assert type(get_path(model, path)) is OURS[loss['type']], path
 
-    losses, grads = _our_run(name, batch_size)
+    losses, grads, called = _our_run(name, batch_size)
+    assert called == tuple(entry.losses), 'a GHM loss of the config was never called'
 
     for key, value in loss_values(losses):
         assert torch.isfinite(value).all(), f'{key} = {value}'
@@ -150,14 +157,14 @@ def test_equals_mmdet_builtin(name, batch_size):
     if entry.builtin_failure is not None:
         error, pattern = entry.builtin_failure
         with pytest.raises(error, match=pattern):
-            run_loss(reference_model, batch_size, heads)
+            run_loss(reference_model, batch_size, heads, entry.epoch)
         return
 
     if ours_variant == 'ours':
-        ours, our_grads = _our_run(name, batch_size)
+        ours, our_grads, _ = _our_run(name, batch_size)
     else:
-        ours, our_grads = run_loss(ours_model, batch_size, heads)
-    reference, reference_grads = run_loss(reference_model, batch_size, heads)
+        ours, our_grads = run_loss(ours_model, batch_size, heads, entry.epoch)
+    reference, reference_grads = run_loss(reference_model, batch_size, heads, entry.epoch)
 
     ours, reference = dict(loss_values(ours)), dict(loss_values(reference))
     assert ours.keys() == reference.keys()
@@ -170,6 +177,35 @@ def test_equals_mmdet_builtin(name, batch_size):
         # Scale-aware atol: entries far below the tensor's largest differ by summation order only.
         torch.testing.assert_close(grad, expected, rtol=RTOL, atol=RTOL * float(expected.abs().max()),
                                    msg=lambda message, param=param: f'grad of {param}: {message}')
+
+
+#: The heads that normalise the classification loss themselves (RTMDet and TOOD divide by the sum of their
+#: assignment metrics, YOLOv3 sums): with one bin and no moving average every beta is 1, so GHM-C with the
+#: reduction their configs set must equal the loss it replaces with its focusing switched off.
+UNFOCUSED = {
+    'rtmdet-tiny': dict(type='QualityFocalLoss', use_sigmoid=True, beta=0.0, loss_weight=1.0),
+    'tood': dict(type='QualityFocalLoss', use_sigmoid=True, activated=True, beta=0.0, loss_weight=1.0),
+    'yolov3': dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0, reduction='sum'),
+}
+
+
+@pytest.mark.parametrize('name', sorted(UNFOCUSED))
+def test_with_one_bin_ghm_has_the_scale_of_the_loss_it_replaces(name):
+    entry = ENTRIES[name]
+    path = 'bbox_head.loss_cls'
+    model_cfg = cpu_config(entry.config).model
+    ours, replaced = copy.deepcopy(model_cfg), copy.deepcopy(model_cfg)
+    set_path(ours, path, dict(get_path(model_cfg, path), bins=1, momentum=0.0))
+    set_path(replaced, path, UNFOCUSED[name])
+    heads = ('bbox_head.',)
+    our_losses, our_grads = run_loss(build(ours), 2, heads, entry.epoch)
+    losses, grads = run_loss(build(replaced), 2, heads, entry.epoch)  # the same weights: build seeds
+    ghm, unfocused = dict(loss_values(our_losses)), dict(loss_values(losses))
+    assert ghm.keys() == unfocused.keys()
+    for key in ghm:
+        torch.testing.assert_close(ghm[key], unfocused[key], rtol=1e-4, atol=1e-6, msg=lambda m, key=key: f'{key}: {m}')
+    for param, grad in our_grads.items():
+        torch.testing.assert_close(grad, grads[param], rtol=1e-4, atol=1e-4 * float(grads[param].abs().max()))
 
 
 @pytest.mark.parametrize('name, batch_size', TWO_STAGE_CELLS)
