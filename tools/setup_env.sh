@@ -22,14 +22,18 @@ case "${STACK:-newest}" in
         : "${PYTHON:=$(command -v python3.11 || command -v python3)}" "${VENV:=.venv}"
         : "${TORCH:=2.13.0}" "${MMCV:=2.1.0}" "${MMDET:=3.3.0}" "${MMENGINE:=0.10.7}" "${EXTRA_PINS:=}"
         # torch 2.13's C++ extension builder needs setuptools >= 77.
-        : "${SETUPTOOLS:=setuptools>=77,<81}" ;;
+        : "${SETUPTOOLS:=setuptools>=77,<81}"
+        # mmyolo 0.6.0 needs mmcv < 2.1 and mmrotate 1.0.0rc1 mmdet <= 3.1: they are tested at the oldest corner.
+        : "${SIBLINGS:=}" ;;
     oldest)
         # OpenMMLab's own pairing: mmcv 2.0.x was built for torch 2.0 (its C++14 flags fail on torch 2.1's headers);
         # torch 2.0's wheels were built against numpy 1.x; mmengine 0.7's Config passes yapf's removed verify=.
         : "${PYTHON:=$(PYENV_VERSION=3.8.18 command -v python3.8 || echo python3.8)}" "${VENV:=.venv-oldest}"
         : "${TORCH:=2.0.1}" "${MMCV:=2.0.1}" "${MMDET:=3.0.0}" "${MMENGINE:=0.7.1}" "${EXTRA_PINS:=numpy<2 yapf<=0.40.1}"
         # setuptools 75.3 is the last release for Python 3.8.
-        : "${SETUPTOOLS:=setuptools>=64,<75.4}" ;;
+        : "${SETUPTOOLS:=setuptools>=64,<75.4}"
+        # mmdet's siblings whose GHM configs (configs/mmyolo, configs/mmrotate) the compat tests train.
+        : "${SIBLINGS:=mmyolo==0.6.0 mmrotate==1.0.0rc1}" ;;
     *) echo "[setup] STACK must be 'newest' or 'oldest', got '${STACK}'" >&2; exit 2 ;;
 esac
 # pyenv's shim picks the interpreter from PYENV_VERSION; name it so that python3.8 resolves.
@@ -109,8 +113,9 @@ if ! has "import mmdet; assert mmdet.__version__ == '${MMDET}'"; then
     "${PIP[@]}" "mmdet==${MMDET}" "mmcv==${MMCV}" "${PINS[@]}"
 fi
 
-step "the stack's pins: ${PINS[*]}"
-if ! "${PY}" - "${PINS[@]}" <<'PINS_EOF'
+# Whether every requirement given is installed in a version it accepts.
+satisfied() {
+    "${PY}" - "$@" <<'PINS_EOF'
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from packaging.requirements import Requirement
@@ -120,8 +125,18 @@ for pin in map(Requirement, sys.argv[1:]):
     except (AssertionError, PackageNotFoundError):
         sys.exit(1)
 PINS_EOF
-then
+}
+
+step "the stack's pins: ${PINS[*]}"
+if ! satisfied "${PINS[@]}"; then
     "${PIP[@]}" "${PINS[@]}"
+fi
+
+step "mmdet's siblings: ${SIBLINGS:-none at this corner}"
+read -r -a SIBS <<< "${SIBLINGS}"
+if [ "${#SIBS[@]}" -gt 0 ] && ! satisfied "${SIBS[@]}"; then
+    # With the stack's own versions named, pip can add the siblings' small dependencies but move nothing.
+    "${PIP[@]}" "${SIBS[@]}" "mmdet==${MMDET}" "mmcv==${MMCV}" "torch==$("${PY}" -c 'from importlib.metadata import version; print(version("torch"))')" "${PINS[@]}"
 fi
 
 step "ghm_mmdet (editable) with test and tools extras"
