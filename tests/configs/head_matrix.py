@@ -38,20 +38,23 @@ BUILTIN_NAMES = {'GHMC': 'MMDetGHMC', 'GHMR': 'MMDetGHMR'}
 class Entry:
     """One head of the matrix.
 
-    config: file under ``configs/``. base: the mmdet config it inherits. losses: model-relative dotted
-    path of each loss the config replaces -> its loss dict. other_changes: config-relative dotted path ->
-    value, for whatever else the config changes. layers: model-relative names of the head layers whose
-    weights must get a gradient. builtin_failure: where mmdet's built-in GHM loss cannot run on this head,
-    the exception it raises and a pattern of its message. epoch: the epoch mmengine's message hub reports
-    (TOODHead uses its initial_loss_cls until its initial_epoch).
+    config: file under ``configs/``, or ``None`` for a family tested on ``base`` with ``losses`` (and the
+    model paths of ``other_changes``) set by the test. base: the mmdet config it inherits. losses:
+    model-relative dotted path of each loss the config replaces -> its loss dict. other_changes:
+    config-relative dotted path -> value, for whatever else the config changes. layers: model-relative
+    names of the head layers whose weights must get a gradient. builtin_failure: where mmdet's built-in
+    GHM loss cannot run on this head, the exception it raises and a pattern of its message. epoch: the
+    epoch mmengine's message hub reports (TOODHead uses its initial_loss_cls until its initial_epoch).
+    no_reference: why no mmdet loss computes the same numbers, where none does.
     """
-    config: str
+    config: Optional[str]
     base: str
     losses: Dict[str, dict]
     layers: Tuple[str, ...]
     other_changes: Dict[str, object] = field(default_factory=dict)
     builtin_failure: Optional[Tuple[type, str]] = None
     epoch: int = 0
+    no_reference: Optional[str] = None
 
     @property
     def two_stage(self) -> bool:
@@ -138,6 +141,45 @@ ENTRIES = {
         losses={'bbox_head.loss_cls': dict(GHMC_RECIPE, reduction='sum')},
         layers=tuple(f'bbox_head.convs_pred.{level}' for level in range(3)),
         builtin_failure=(TypeError, 'label_weight')),
+    # The other families users train, on mmdet's own configs with the classification loss replaced (as in the
+    # RetinaNet recipe, GHM-C's own N normalises; YOLOX sums, as its cross-entropy, and divides itself).
+    'vfnet': Entry(
+        config=None, base='mmdet::vfnet/vfnet_r50_fpn_1x_coco.py',
+        losses={'bbox_head.loss_cls': GHMC_RECIPE},  # soft IoU targets of the scores' shape
+        layers=('bbox_head.vfnet_cls', 'bbox_head.vfnet_reg'),
+        builtin_failure=(TypeError, 'label_weight')),
+    'yolox': Entry(
+        config=None, base='mmdet::yolox/yolox_tiny_8xb8-300e_coco.py',
+        losses={'bbox_head.loss_cls': dict(GHMC_RECIPE, reduction='sum'),
+                'bbox_head.loss_obj': dict(GHMC_RECIPE, reduction='sum')},
+        # Its random batch resizing would give ours and the reference other batches.
+        other_changes={'model.data_preprocessor.batch_augments': None},
+        layers=('bbox_head.multi_level_conv_cls.2', 'bbox_head.multi_level_conv_obj.0'),  # stride 32 holds positives
+        builtin_failure=(TypeError, 'label_weight')),
+    'yolof': Entry(
+        config=None, base='mmdet::yolof/yolof_r50-c5_8xb8-1x_coco.py',
+        losses={'bbox_head.loss_cls': GHMC_RECIPE},
+        layers=('bbox_head.cls_score', 'bbox_head.bbox_pred')),
+    'reppoints': Entry(
+        config=None, base='mmdet::reppoints/reppoints-moment_r50_fpn_1x_coco.py',
+        losses={'bbox_head.loss_cls': GHMC_RECIPE},
+        layers=('bbox_head.reppoints_cls_out', 'bbox_head.reppoints_pts_refine_out')),
+    'foveabox': Entry(
+        config=None, base='mmdet::foveabox/fovea_r50_fpn_4xb4-1x_coco.py',
+        losses={'bbox_head.loss_cls': GHMC_RECIPE},
+        layers=('bbox_head.conv_cls', 'bbox_head.conv_reg'),
+        builtin_failure=(TypeError, 'label_weight')),
+    # The DETR family calls the loss once per decoder layer (d0.loss_cls ...): each call updates the average.
+    'detr': Entry(
+        config=None, base='mmdet::detr/detr_r50_8xb2-150e_coco.py',
+        losses={'bbox_head.loss_cls': SOFTMAX_GHMC},
+        layers=('bbox_head.fc_cls', 'bbox_head.fc_reg'),
+        no_reference='mmdet has no softmax GHM-C, and DETR divides its cross-entropy by its own avg_factor '
+                     '(positives + 0.1 x negatives), which GHM-C replaces by N'),
+    'deformable-detr': Entry(
+        config=None, base='mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
+        losses={'bbox_head.loss_cls': GHMC_RECIPE},
+        layers=('bbox_head.cls_branches.0',)),  # shared by the decoder layers (no box refinement)
 }
 FSAF_BASE = 'mmdet::fsaf/fsaf_r50_fpn_1x_coco.py'
 
@@ -180,6 +222,18 @@ def cpu_config(path: str) -> Config:
     """The config at ``path`` (see :func:`config_path`), with no ImageNet download."""
     cfg = Config.fromfile(config_path(path))
     cfg.model.backbone.init_cfg = None
+    return cfg
+
+
+def entry_config(entry: Entry) -> Config:
+    """The entry's config on the CPU: its file, or its base with its losses and model changes set."""
+    if entry.config is not None:
+        return cpu_config(entry.config)
+    cfg = cpu_config(entry.base)
+    for path, loss in entry.losses.items():
+        set_path(cfg.model, path, loss)
+    for path, value in entry.other_changes.items():
+        set_path(cfg, path, value)
     return cfg
 
 
