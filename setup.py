@@ -40,6 +40,7 @@ setup(
             'hypothesis>=6',
             'pytest-xdist>=3',  # pytest.ini runs a worker per core
             'pytest-timeout>=2.1',  # pytest.ini's per-test limit: a hung test fails with its stacks, CI goes on
+            'scikit-learn',  # PAAHead's Gaussian mixture, in the head matrix (any release mmdet's PAA imports)
             'ruff>=0.4',  # .ci/run's linter and import sorter (ruff.toml); 0.4: the [lint] section of ruff.toml
         ],
         'tools': [

@@ -45,7 +45,9 @@ class Entry:
     names of the head layers whose weights must get a gradient. builtin_failure: where mmdet's built-in
     GHM loss cannot run on this head, the exception it raises and a pattern of its message. epoch: the
     epoch mmengine's message hub reports (TOODHead uses its initial_loss_cls until its initial_epoch).
-    no_reference: why no mmdet loss computes the same numbers, where none does.
+    no_reference: why no mmdet loss computes the same numbers, where none does. scale: how many times larger
+    than ``IMAGE_SHAPES`` the images (and their boxes) are, for heads that need more positions than the
+    matrix's small images give.
     """
     config: Optional[str]
     base: str
@@ -55,6 +57,7 @@ class Entry:
     builtin_failure: Optional[Tuple[type, str]] = None
     epoch: int = 0
     no_reference: Optional[str] = None
+    scale: int = 1
 
     @property
     def two_stage(self) -> bool:
@@ -170,6 +173,22 @@ ENTRIES = {
         layers=('bbox_head.conv_cls', 'bbox_head.conv_reg'),
         builtin_failure=(TypeError, 'label_weight')),
     # The DETR family calls the loss once per decoder layer (d0.loss_cls ...): each call updates the average.
+    'paa': Entry(
+        config=None, base='mmdet::paa/paa_r50_fpn_1x_coco.py',
+        losses={'bbox_head.loss_cls': GHMC_RECIPE},  # its Gaussian mixture re-assigns on the loss: scikit-learn
+        layers=('bbox_head.atss_cls', 'bbox_head.atss_reg')),
+    'ddod': Entry(
+        config=None, base='mmdet::ddod/ddod_r50_fpn_1x_coco.py',
+        losses={'bbox_head.loss_cls': GHMC_RECIPE},
+        layers=('bbox_head.atss_cls', 'bbox_head.atss_reg'),
+        scale=3),  # its deformable 3x3 convolutions need stride 128's map to be at least 3 x 3
+    'cascade-rcnn': Entry(
+        config=None, base='mmdet::cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py',
+        # Every loss_cls: the RPN's sigmoid and the three stages' softmax cross-entropy.
+        losses={'rpn_head.loss_cls': GHMC_RECIPE, **{f'roi_head.bbox_head.{stage}.loss_cls': SOFTMAX_GHMC
+                                                     for stage in range(3)}},
+        layers=('rpn_head.rpn_cls', 'rpn_head.rpn_reg',
+                *(f'roi_head.bbox_head.{stage}.{layer}' for stage in range(3) for layer in ('fc_cls', 'fc_reg')))),
     'detr': Entry(
         config=None, base='mmdet::detr/detr_r50_8xb2-150e_coco.py',
         losses={'bbox_head.loss_cls': SOFTMAX_GHMC},
@@ -180,6 +199,12 @@ ENTRIES = {
         config=None, base='mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
         losses={'bbox_head.loss_cls': GHMC_RECIPE},
         layers=('bbox_head.cls_branches.0',)),  # shared by the decoder layers (no box refinement)
+    'dino': Entry(
+        config=None, base='mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py',
+        # Once per decoder layer, for the encoder's proposals, and again for the denoising queries of each layer.
+        losses={'bbox_head.loss_cls': GHMC_RECIPE},
+        layers=('bbox_head.cls_branches.0', 'bbox_head.cls_branches.5', 'bbox_head.cls_branches.6'),
+        scale=2),  # it selects 900 queries from the encoder's positions: 426 at the matrix's size
 }
 FSAF_BASE = 'mmdet::fsaf/fsaf_r50_fpn_1x_coco.py'
 
@@ -190,17 +215,22 @@ GT_BOXES = (((10.0, 12.0, 70.0, 80.0), (60.0, 40.0, 150.0, 120.0), (20.0, 88.0, 
 GT_LABELS = ((0, 17, 56), (2, 2))
 
 
+def _key(root, key: str):
+    """``key`` as an index where ``root`` is a list (Cascade R-CNN's ``bbox_head``), else as it is."""
+    return int(key) if isinstance(root, (list, tuple)) else key
+
+
 def get_path(root, dotted: str):
     for key in dotted.split('.'):
-        root = root[key] if isinstance(root, dict) else getattr(root, key)
+        root = root[_key(root, key)] if isinstance(root, (dict, list, tuple)) else getattr(root, key)
     return root
 
 
 def set_path(root: dict, dotted: str, value) -> None:
     *parents, last = dotted.split('.')
     for key in parents:
-        root = root[key]
-    root[last] = value
+        root = root[_key(root, key)]
+    root[_key(root, last)] = value
 
 
 def register_builtins() -> None:
@@ -262,11 +292,14 @@ def build(model_cfg) -> torch.nn.Module:
     return model
 
 
-def batch(batch_size: int) -> dict:
-    """The first ``batch_size`` of the two images with their boxes, as a data loader gives them."""
+def batch(batch_size: int, scale: int = 1) -> dict:
+    """The first ``batch_size`` of the two images with their boxes, ``scale`` times larger, as a data loader
+    gives them."""
     generator = torch.Generator().manual_seed(0)
     inputs, samples = [], []
-    for (height, width), boxes, labels in list(zip(IMAGE_SHAPES, GT_BOXES, GT_LABELS))[:batch_size]:
+    for shape, boxes, labels in list(zip(IMAGE_SHAPES, GT_BOXES, GT_LABELS))[:batch_size]:
+        height, width = (scale * side for side in shape)
+        boxes = [[scale * coordinate for coordinate in box] for box in boxes]
         inputs.append(torch.randint(0, 256, (3, height, width), generator=generator, dtype=torch.uint8))
         sample = DetDataSample(metainfo=dict(img_shape=(height, width), ori_shape=(height, width),
                                              scale_factor=(1.0, 1.0)))
@@ -275,13 +308,15 @@ def batch(batch_size: int) -> dict:
     return dict(inputs=inputs, data_samples=samples)
 
 
-def run_loss(model: torch.nn.Module, batch_size: int, parameter_prefixes: Tuple[str, ...], epoch: int = 0):
-    """Loss mode and backward on :func:`batch`, at ``epoch`` as the message hub reports it. Returns the loss
-    dict (detached) and the gradient of every parameter whose name starts with one of ``parameter_prefixes``."""
+def run_loss(model: torch.nn.Module, batch_size: int, parameter_prefixes: Tuple[str, ...], epoch: int = 0,
+             scale: int = 1):
+    """Loss mode and backward on :func:`batch` (at ``scale``), at ``epoch`` as the message hub reports it.
+    Returns the loss dict (detached) and the gradient of every parameter whose name starts with one of
+    ``parameter_prefixes``."""
     MessageHub.get_current_instance().update_info('epoch', epoch)
     model.train()
     model.zero_grad(set_to_none=True)
-    data = model.data_preprocessor(batch(batch_size), training=True)
+    data = model.data_preprocessor(batch(batch_size, scale), training=True)
     torch.manual_seed(0)  # the samplers of two-stage heads draw from it
     losses = model.loss(data['inputs'], data['data_samples'])
     total, _ = model.parse_losses(losses)
