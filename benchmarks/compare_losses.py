@@ -180,25 +180,28 @@ def set_schedule_length(cfg, iters: int) -> None:
         cfg.log_processor.window_size = interval
 
 
-#: ``--quick``'s data: a set of its own, so that generating it and validating on it take seconds.
+#: ``--quick``'s data: a set of its own, so that generating it and validating on it take seconds (the demo's
+#: ``data/ghm_demo/`` becomes this; another config's ``data/X/`` becomes ``data/X_small/``).
 SMALL_DATA_ROOT = 'data/ghm_demo_small/'
 SMALL_DATA_SIZES = dict(num_train=64, num_val=32)
 
 
 def use_small_data_set(cfg) -> None:
     """Point ``cfg``'s datasets and evaluators at a small generated set (:data:`SMALL_DATA_SIZES` images,
-    otherwise the demo's generator settings) under :data:`SMALL_DATA_ROOT`, in place.
+    otherwise the config's generator settings) under its ``data_root`` with ``_small`` appended
+    (:data:`SMALL_DATA_ROOT` for the demo's), in place.
 
     The demo's 800/200 images take longer to generate and validate on than a smoke check's 2 x 10
     iterations take to train; metrics on 32 images after a few iterations mean nothing either way.
     """
     generator_cfg = dict(cfg.generator_cfg, **SMALL_DATA_SIZES)
-    cfg.data_root, cfg.generator_cfg = SMALL_DATA_ROOT, generator_cfg
+    root = cfg.data_root.rstrip('/') + '_small/'
+    cfg.data_root, cfg.generator_cfg = root, generator_cfg
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
-        loader.dataset.data_root = SMALL_DATA_ROOT
+        loader.dataset.data_root = root
         loader.dataset.generator_cfg = dict(generator_cfg)
     for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
-        evaluator.ann_file = SMALL_DATA_ROOT + 'annotations/' + Path(evaluator.ann_file).name
+        evaluator.ann_file = root + 'annotations/' + Path(evaluator.ann_file).name
 
 
 # ---------------------------------------------------------------------------------- reading the results

@@ -3,9 +3,9 @@
 registers :class:`GHMDemoDataset` in ``mmdet.registry.DATASETS``."""
 from importlib.util import find_spec
 
-from .synthetic import CLASSES, PALETTE, SceneStyle, generate_coco_demo, is_complete, render_scene
+from .synthetic import CLASSES, PALETTE, SceneStyle, class_table, generate_coco_demo, is_complete, render_scene
 
-__all__ = ['CLASSES', 'PALETTE', 'SceneStyle', 'generate_coco_demo', 'is_complete', 'render_scene']
+__all__ = ['CLASSES', 'PALETTE', 'SceneStyle', 'class_table', 'generate_coco_demo', 'is_complete', 'render_scene']
 
 if find_spec('mmdet') is not None:
     from .demo_dataset import GHMDemoDataset  # noqa: F401  (registration side effect)

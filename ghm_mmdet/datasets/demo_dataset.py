@@ -4,7 +4,7 @@ from typing import Optional
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 
-from .synthetic import CLASSES, PALETTE, SceneStyle, generate_coco_demo
+from .synthetic import CLASSES, PALETTE, SceneStyle, class_table, generate_coco_demo
 
 
 @DATASETS.register_module()
@@ -22,7 +22,9 @@ class GHMDemoDataset(CocoDataset):
         data_root: directory of the set; required.
         generator_cfg: keyword arguments of ``generate_coco_demo`` other than ``root`` (``num_train``,
             ``num_val``, ``image_size``, ``seed``, and ``style`` as a dict of
-            :class:`~ghm_mmdet.datasets.synthetic.SceneStyle` fields). Defaults are the generator's.
+            :class:`~ghm_mmdet.datasets.synthetic.SceneStyle` fields). Defaults are the generator's. With a
+            ``style`` of other than 8 classes, and no ``metainfo`` given, the classes and palette are
+            ``class_table(num_classes)``'s.
         *args, **kwargs: as for ``CocoDataset`` (``ann_file``, ``data_prefix``, ``pipeline``, ...).
     """
 
@@ -37,4 +39,8 @@ class GHMDemoDataset(CocoDataset):
         if isinstance(generator_cfg.get('style'), dict):
             generator_cfg['style'] = SceneStyle.from_dict(generator_cfg['style'])
         generate_coco_demo(data_root, **generator_cfg)
+        style = generator_cfg.get('style') or SceneStyle()
+        if style.num_classes != len(CLASSES) and kwargs.get('metainfo') is None:
+            names, colours, _ = class_table(style.num_classes)
+            kwargs['metainfo'] = dict(classes=names, palette=[tuple(c) for c in colours])
         super().__init__(*args, data_root=data_root, **kwargs)

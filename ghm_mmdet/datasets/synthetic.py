@@ -1,9 +1,9 @@
 """A deterministic synthetic detection set in COCO format, generated on the spot so that the demo needs no
 download. Framework-free: numpy and OpenCV only.
 
-Each image holds 5-30 coloured shapes of eight classes on textured clutter. The set is built to have the
-difficulties GHM addresses (arXiv:1811.05181, Sec. 1): very many easy background anchors against few
-positives, many small objects, a long-tailed class distribution, distractors that look like objects but are
+Each image holds 5-30 coloured shapes of eight classes (by default; up to 24) on textured clutter. The set
+is built to have the difficulties GHM addresses (arXiv:1811.05181, Sec. 1): very many easy background anchors
+against few positives, many small objects, a long-tailed class distribution, distractors that look like objects but are
 not annotated, and partial occlusion. The shapes and colours stay distinct enough that a tiny detector
 trained from scratch on two CPU cores learns them in minutes.
 
@@ -30,6 +30,10 @@ PALETTE = ((230, 40, 40), (40, 200, 60), (50, 90, 235), (240, 220, 40), (220, 60
            (250, 140, 30), (245, 245, 245))
 # Relative class frequencies: a long tail, the most frequent class 10x the rarest.
 CLASS_FREQUENCIES = (0.30, 0.20, 0.15, 0.11, 0.08, 0.07, 0.06, 0.03)
+#: The most classes a set can have: each of the 8 shapes in 3 colours (see :func:`class_table`).
+MAX_CLASSES = 3 * len(CLASSES)
+#: How far along the palette the second and third colour of a shape lie (no two classes look alike).
+_COLOUR_SHIFTS = (0, 3, 5)
 
 MARKER = '.complete'
 # Recorded in the marker. Bump it whenever the files for given arguments change, so that sets written by an
@@ -51,6 +55,7 @@ class SceneStyle:
         max_occlusion: the largest share of an object's pixels that later objects may cover.
         min_distractors, max_distractors: unannotated clutter (lines, long ellipses, blobs) per image.
         noise_std: per-pixel Gaussian noise, in grey levels.
+        num_classes: 8 (the shapes) or up to :data:`MAX_CLASSES`: see :func:`class_table`.
     """
     min_objects: int = 5
     max_objects: int = 30
@@ -61,6 +66,7 @@ class SceneStyle:
     min_distractors: int = 4
     max_distractors: int = 14
     noise_std: float = 6.0
+    num_classes: int = len(CLASSES)
 
     @classmethod
     def from_dict(cls, fields: dict) -> 'SceneStyle':
@@ -116,6 +122,31 @@ def generate_coco_demo(root: Union[str, os.PathLike], num_train: int = 800, num_
     return root
 
 
+def class_table(num_classes: int = len(CLASSES)) -> Tuple[Tuple[str, ...], Tuple[Tuple[int, int, int], ...],
+                                                        Tuple[float, ...]]:
+    """Names, RGB colours and relative frequencies of ``num_classes`` classes.
+
+    The first 8 are :data:`CLASSES` in :data:`PALETTE` with :data:`CLASS_FREQUENCIES`; class ``k >= 8`` is
+    shape ``k % 8`` in the palette's colour ``3`` or ``5`` places further on (named ``'circle/1'``...), so
+    that a class is told by its shape and colour together. Beyond 8, the frequencies fall geometrically
+    from the first class to the last, 10:1 as in the 8-class set.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+            or not 1 <= num_classes <= MAX_CLASSES:
+        raise ValueError(f'num_classes must be an int in [1, {MAX_CLASSES}], got {num_classes!r}')
+    shapes = [k % len(CLASSES) for k in range(num_classes)]
+    names = tuple(CLASSES[s] if k < len(CLASSES) else f'{CLASSES[s]}/{k // len(CLASSES)}'
+                  for k, s in enumerate(shapes))
+    colours = tuple(PALETTE[(s + _COLOUR_SHIFTS[k // len(CLASSES)]) % len(PALETTE)]
+                    for k, s in enumerate(shapes))
+    if num_classes == len(CLASSES):
+        frequencies = CLASS_FREQUENCIES
+    else:
+        weights = 10.0 ** (-np.arange(num_classes) / max(num_classes - 1, 1))
+        frequencies = tuple(float(w) for w in weights / weights.sum())
+    return names, colours, frequencies
+
+
 def is_complete(root: Union[str, os.PathLike]) -> bool:
     """Whether ``root`` holds a fully written demo set."""
     return _read_marker(Path(root)) is not None
@@ -129,7 +160,7 @@ def render_scene(rng: np.random.Generator, image_size: int,
         image: ``(image_size, image_size, 3)`` uint8, BGR (OpenCV's order, as written to PNG).
         boxes: ``(K, 4)`` float64 ``[x, y, w, h]`` in pixels: the tight box of each object's full shape
             (objects lie wholly inside the image; at most ``max_occlusion`` of each is hidden).
-        labels: ``(K,)`` int64 class indices into :data:`CLASSES`.
+        labels: ``(K,)`` int64 class indices into ``class_table(style.num_classes)``'s names.
     """
     size = image_size
     image = _background(rng, size)
@@ -141,17 +172,18 @@ def render_scene(rng: np.random.Generator, image_size: int,
     # Pixels of each object's whole shape and those still visible.
     full_area, visible = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     boxes, labels = [], []
+    names, colours, frequencies = class_table(style.num_classes)
     wanted = rng.integers(style.min_objects, style.max_objects + 1)
     for _ in range(wanted * 20):
         if len(labels) == wanted:
             break
-        label = rng.choice(len(CLASSES), p=CLASS_FREQUENCIES)
+        label = rng.choice(len(names), p=frequencies)
         if rng.random() < style.small_fraction:
             side = rng.uniform(*style.small_size) * size
         else:
             side = np.exp(rng.uniform(*np.log(style.other_size))) * size
         side = max(side, 5.0)  # below ~5 px the shapes stop being distinguishable at all
-        mask, x0, y0 = _shape_mask(rng, CLASSES[label], side, size)
+        mask, x0, y0 = _shape_mask(rng, CLASSES[label % len(CLASSES)], side, size)
         region = (slice(y0, y0 + mask.shape[0]), slice(x0, x0 + mask.shape[1]))
         covered = owner[region][mask]
         visible_after = visible - np.bincount(covered[covered >= 0], minlength=len(visible))
@@ -160,7 +192,7 @@ def render_scene(rng: np.random.Generator, image_size: int,
         owner[region][mask] = len(visible)
         visible = np.append(visible_after, mask.sum())
         full_area = np.append(full_area, mask.sum())
-        _paint(rng, image, region, mask, PALETTE[label])
+        _paint(rng, image, region, mask, colours[label])
         ys, xs = np.nonzero(mask)
         boxes.append([x0 + xs.min(), y0 + ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1])
         labels.append(label)
@@ -197,6 +229,7 @@ def _check_params(num_train, num_val, image_size, seed, style: SceneStyle) -> di
             raise ValueError(f'{name} must be (low, high) with 0 < low <= high <= 0.5, got ({low}, {high})')
     if not 0.0 <= style.max_occlusion < 1.0:
         raise ValueError(f'max_occlusion must be in [0, 1), got {style.max_occlusion}')
+    class_table(style.num_classes)  # checks it
     return dict(format_version=FORMAT_VERSION, num_train=int(num_train), num_val=int(num_val),
                 image_size=int(image_size), seed=int(seed), style=dataclasses.asdict(style))
 
@@ -225,7 +258,8 @@ def _write_set(directory: Path, params: dict) -> None:
             info=dict(description=f'ghm_mmdet synthetic demo set, {split} split',
                       version=str(FORMAT_VERSION)),
             images=images, annotations=annotations,
-            categories=[dict(id=i + 1, name=name, supercategory='shape') for i, name in enumerate(CLASSES)])
+            categories=[dict(id=i + 1, name=name, supercategory='shape')
+                        for i, name in enumerate(class_table(style.num_classes)[0])])
         with open(directory / 'annotations' / f'{split}.json', 'w') as f:
             json.dump(coco, f)
     # Last: its presence is what marks the set complete.
@@ -243,6 +277,8 @@ def _read_marker(root: Path) -> Optional[dict]:
 
 def _check_same_params(root: Path, params: dict) -> None:
     found = _read_marker(root)
+    if isinstance(found.get('style'), dict):  # a set written before a style field existed has its default
+        found = dict(found, style=dict(dataclasses.asdict(SceneStyle()), **found['style']))
     if found != json.loads(json.dumps(params)):
         raise ValueError(f'{root} holds a demo set generated with {found}, not the requested {params}; '
                          f'remove it to regenerate or choose another root')

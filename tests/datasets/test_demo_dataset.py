@@ -69,6 +69,14 @@ def test_style_can_be_given_as_a_config_dict(tmp_path):
                                                                small_size=(0.04, 0.05))
 
 
+def test_a_style_with_more_classes_names_them(tmp_path):
+    from ghm_mmdet.datasets import class_table
+    dataset = _build(tmp_path / 'demo', generator_cfg=dict(GENERATOR_CFG, style=dict(num_classes=20)))
+    names, colours, _ = class_table(20)
+    assert dataset.metainfo['classes'] == names and len(names) == 20
+    assert [tuple(c) for c in dataset.metainfo['palette']] == list(colours)
+
+
 def test_data_root_is_required(tmp_path):
     with pytest.raises(ValueError, match='GHMDemoDataset needs data_root'):
         _build('')

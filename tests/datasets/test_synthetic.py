@@ -10,10 +10,12 @@ import pytest
 from pycocotools.coco import COCO
 
 from ghm_mmdet.datasets.synthetic import (
+    CLASS_FREQUENCIES,
     CLASSES,
     MARKER,
     PALETTE,
     SceneStyle,
+    class_table,
     generate_coco_demo,
     is_complete,
     render_scene,
@@ -179,6 +181,8 @@ def test_foreign_directory_is_not_overwritten(tmp_path):
     (dict(seed=-1), 'seed must be an int >= 0, got -1'),
     (dict(style=SceneStyle(min_objects=4, max_objects=2)), 'min_objects <= max_objects'),
     (dict(style=SceneStyle(small_size=(0.05, 0.03))), r'small_size must be .* got \(0.05, 0.03\)'),
+    (dict(style=SceneStyle(num_classes=25)), r'num_classes must be an int in \[1, 24\], got 25'),
+    (dict(style=SceneStyle(num_classes=0)), r'num_classes must be an int in \[1, 24\], got 0'),
 ])
 def test_bad_arguments_are_rejected_before_writing(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -190,3 +194,43 @@ def test_marker_records_the_parameters(demo_root):
     params = json.loads((demo_root / MARKER).read_text())
     assert {k: params[k] for k in SMALL} == SMALL
     assert SceneStyle.from_dict(params['style']) == SceneStyle()
+
+
+# ------------------------------------------------------------------------------------- more classes
+
+
+def test_the_eight_classes_are_the_shapes():
+    assert class_table() == class_table(8) == (CLASSES, PALETTE, CLASS_FREQUENCIES)
+
+
+def test_twenty_classes_are_the_shapes_in_other_colours():
+    names, colours, frequencies = class_table(20)
+    assert names[:8] == CLASSES and colours[:8] == PALETTE
+    # Class 8 is a circle in the colour of the palette's fourth entry, class 16 in its sixth.
+    assert (names[8], colours[8]) == ('circle/1', PALETTE[3])
+    assert (names[16], colours[16]) == ('circle/2', PALETTE[5])
+    assert (names[19], colours[19]) == ('cross/2', PALETTE[0])  # shape 3, colour (3 + 5) % 8
+    assert len({(name.split('/')[0], colour) for name, colour in zip(names, colours)}) == 20
+    assert sum(frequencies) == pytest.approx(1.0)
+    assert frequencies[0] / frequencies[-1] == pytest.approx(10.0)
+    assert all(a > b for a, b in zip(frequencies, frequencies[1:]))
+
+
+def test_a_twenty_class_set_uses_them(tmp_path):
+    style = SceneStyle(min_objects=2, max_objects=4, num_classes=20)
+    root = generate_coco_demo(tmp_path / 'set', **dict(SMALL, num_train=40, style=style))
+    coco = COCO(str(root / 'annotations' / 'train.json'))
+    assert [c['name'] for c in coco.loadCats(coco.getCatIds())] == list(class_table(20)[0])
+    per_image = [len(coco.getAnnIds(imgIds=[image])) for image in coco.getImgIds()]
+    assert all(2 <= count <= 4 for count in per_image)
+    assert max(a['category_id'] for a in coco.loadAnns(coco.getAnnIds())) > 8
+
+
+def test_a_set_written_before_num_classes_existed_is_still_reused(tmp_path):
+    root = generate_coco_demo(tmp_path / 'set', **SMALL)
+    marker = json.loads((root / MARKER).read_text())
+    del marker['style']['num_classes']
+    (root / MARKER).write_text(json.dumps(marker, sort_keys=True))
+    assert generate_coco_demo(root, **SMALL) == root
+    with pytest.raises(ValueError, match='generated with'):
+        generate_coco_demo(root, **dict(SMALL, style=SceneStyle(num_classes=9)))
