@@ -9,11 +9,12 @@ iteration, the config's SHA-256, date, machine, commit and the command that repr
 ``docs/results/STUDY/results.md`` tabulates every JSON of the study: mean ± sd over the seeds and, per
 question of :data:`STUDIES`, Welch's t-test.
 
-    python benchmarks/evidence.py --study heads                    # 8 settings x seeds 0 1 2
+    python benchmarks/evidence.py --study heads                    # 10 settings x seeds 0 1 2
     python benchmarks/evidence.py --study regime                   # 4 settings x seeds 1 2 3
     python benchmarks/evidence.py --study heads --settings fcos_ghmc --seeds 1    # one run
     python benchmarks/evidence.py --study regime --settings sparse_ghmc_l1 --seeds 0 --out-dir work_dirs/pilot
     python benchmarks/evidence.py --study regime --positive-fraction   # measure the fraction, no training
+    python benchmarks/evidence.py --study heads --report           # results.md from the JSONs, no training
     python benchmarks/evidence.py --study heads --quick            # smoke check: 10 iterations, small set
 
 Resumable: a run whose JSON exists for the same config text is never trained again (a JSON of another config
@@ -111,12 +112,18 @@ STUDIES: Dict[str, Study] = {
                     {'bbox_head.loss_cls': dict(type='QualityFocalLoss', use_sigmoid=True, beta=2.0, loss_weight=1.0)}),
             Setting('rtmdet-tiny_ghmc', "RTMDet-tiny, quality-target GHM-C (reduction='sum') + GIoU",
                     'rtmdet-tiny_ghm_demo.py'),
+            # The demo itself, re-run: compare_losses.py's focal_l1 and ghmc_ghmr (their loss logs were never
+            # kept, so its earlier runs cannot be shown to reproduce bit for bit).
+            Setting('retinanet_focal_l1', 'RetinaNet, Focal Loss + L1 (its default)', 'retinanet_ghm_demo.py',
+                    {'bbox_head.loss_cls': FOCAL, 'bbox_head.loss_bbox': L1}),
+            Setting('retinanet_ghmc_ghmr', 'RetinaNet, GHM-C + GHM-R (the demo config)', 'retinanet_ghm_demo.py'),
         ),
         comparisons=(
             ('atss_ghmc', 'atss_focal', 'ATSS: GHM-C against Focal Loss'),
             ('fcos_ghmc', 'fcos_focal', 'FCOS: GHM-C against Focal Loss'),
             ('faster-rcnn_ghm', 'faster-rcnn_ce_l1', 'Faster R-CNN: GHM against cross-entropy + L1'),
             ('rtmdet-tiny_ghmc', 'rtmdet-tiny_qfl', 'RTMDet-tiny: GHM-C against QualityFocalLoss'),
+            ('retinanet_ghmc_ghmr', 'retinanet_focal_l1', 'RetinaNet: GHM-C + GHM-R against Focal Loss + L1'),
         ),
         quick_settings=('faster-rcnn_ghm', 'rtmdet-tiny_ghmc')),
     'regime': Study(
@@ -365,7 +372,8 @@ def write_report(results_dir: Path, name: str, study: Study) -> Path:
     machines = sorted({result['machine'] for result in results})
     dates = sorted({result['date'] for result in results})
     iters = sorted({result['iters'] for result in results})
-    report = (f'# {study.title}\n\n`benchmarks/evidence.py --study {name}`: {len(results)} runs of '
+    runs = f'{len(results)} run' + ('' if len(results) == 1 else 's')
+    report = (f'# {study.title}\n\n`benchmarks/evidence.py --study {name}`: {runs} of '
               f'{", ".join(map(str, iters))} iterations, {", ".join(dates)}; {"; ".join(machines)}. COCO box '
               'metrics on the val split, mean ± sample sd over the seeds; s / iter: median of the runs\' median '
               'logged iteration times.\n\n'
@@ -460,6 +468,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         'docs/results/STUDY, or OUT_DIR/results/STUDY with --quick or --out-dir)')
     parser.add_argument('--quick', action='store_true', help=f"smoke check: the study's quick settings, seed 0, "
                         f'{QUICK_ITERS} iterations, on the small set of compare_losses.py --quick')
+    parser.add_argument('--report', action='store_true',
+                        help='write RESULTS_DIR/results.md from the JSONs there, and train nothing')
     parser.add_argument('--positive-fraction', action='store_true',
                         help="measure the share of positive classification entries of the study's first "
                         'setting over 40 training images, write it to RESULTS_DIR/positive_fraction.json, and '
@@ -503,6 +513,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         args.results_dir.mkdir(parents=True, exist_ok=True)
         (args.results_dir / 'positive_fraction.json').write_text(json.dumps(measured, indent=1) + '\n')
         print(json.dumps(measured, indent=1))
+        return
+    if args.report:
+        print(f'evidence: wrote {write_report(args.results_dir, args.study, study)}')
         return
     plan = [(seed, name) for seed in args.seeds for name in args.settings]
     print(f'evidence: {len(plan)} runs of study {args.study} ({", ".join(args.settings)} x seeds {args.seeds}); '
