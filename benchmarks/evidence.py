@@ -471,9 +471,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--report', action='store_true',
                         help='write RESULTS_DIR/results.md from the JSONs there, and train nothing')
     parser.add_argument('--positive-fraction', action='store_true',
-                        help="measure the share of positive classification entries of the study's first "
-                        'setting over 40 training images, write it to RESULTS_DIR/positive_fraction.json, and '
-                        'train nothing')
+                        help="measure the share of positive classification entries of the study's configs "
+                        "(and the demo's) over 40 training images, write it to RESULTS_DIR/positive_fraction.json, "
+                        'and train nothing')
     args = parser.parse_args(argv)
     study = STUDIES[args.study]
     names = [setting.name for setting in study.settings]
@@ -507,9 +507,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     study = STUDIES[args.study]
     if args.positive_fraction:
-        measured = positive_fraction(CONFIGS / study.settings[0].config)
-        measured.update(date=datetime.now().strftime('%Y-%m-%d'), commit=git_commit(),
-                        command=['python', 'benchmarks/evidence.py', '--study', args.study, '--positive-fraction'])
+        # The study's configs, and the demo's for reference.
+        configs = sorted({setting.config for setting in study.settings} | {'retinanet_ghm_demo.py'})
+        measured = dict(date=datetime.now().strftime('%Y-%m-%d'), commit=git_commit(),
+                        command=['python', 'benchmarks/evidence.py', '--study', args.study, '--positive-fraction'],
+                        configs={f'configs/{config}': positive_fraction(CONFIGS / config) for config in configs})
+        for values in measured['configs'].values():
+            values.pop('config')
         args.results_dir.mkdir(parents=True, exist_ok=True)
         (args.results_dir / 'positive_fraction.json').write_text(json.dumps(measured, indent=1) + '\n')
         print(json.dumps(measured, indent=1))

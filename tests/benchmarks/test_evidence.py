@@ -291,8 +291,11 @@ def test_the_sparse_demo_is_in_the_papers_regime(tmp_path, monkeypatch):
     """The regime's config has at most 1e-4 of its classification entries positive; the demo about 1e-3 (the
     issue measured 1.1e-3: 54 positive anchors of 6,240 x 8 entries per image)."""
     monkeypatch.chdir(tmp_path)  # the sets are generated under data/
-    sparse = evidence.positive_fraction(evidence.CONFIGS / 'retinanet_ghm_sparse-demo.py')
-    demo = evidence.positive_fraction(evidence.CONFIGS / 'retinanet_ghm_demo.py')
+    evidence.main(['--study', 'regime', '--positive-fraction', '--results-dir', str(tmp_path / 'results')])
+    measured = json.loads((tmp_path / 'results' / 'positive_fraction.json').read_text())
+    assert measured['command'] == ['python', 'benchmarks/evidence.py', '--study', 'regime', '--positive-fraction']
+    sparse = measured['configs']['configs/retinanet_ghm_sparse-demo.py']
+    demo = measured['configs']['configs/retinanet_ghm_demo.py']
     assert sparse['images'] >= 40 and sparse['fraction'] <= 1e-4
     assert 2 <= sparse['objects_per_image'] <= 4
     assert sparse['valid_entries_per_image'] <= 6300 * 20  # 3 anchors at each of 40² + 20² + 10² positions
