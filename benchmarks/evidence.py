@@ -9,7 +9,7 @@ iteration, the config's SHA-256, date, machine, commit and the command that repr
 ``docs/results/STUDY/results.md`` tabulates every JSON of the study: mean ± sd over the seeds and, per
 question of :data:`STUDIES`, Welch's t-test.
 
-    python benchmarks/evidence.py --study heads                    # 10 settings x seeds 0 1 2
+    python benchmarks/evidence.py --study heads                    # 11 settings x seeds 0 1 2
     python benchmarks/evidence.py --study regime                   # 4 settings x seeds 1 2 3
     python benchmarks/evidence.py --study heads --settings fcos_ghmc --seeds 1    # one run
     python benchmarks/evidence.py --study regime --settings sparse_ghmc_l1 --seeds 0 --out-dir work_dirs/pilot
@@ -104,6 +104,10 @@ STUDIES: Dict[str, Study] = {
             Setting('fcos_focal', 'FCOS, Focal Loss (its default) + IoU + centerness', 'fcos_ghm_demo.py',
                     {'bbox_head.loss_cls': FOCAL}),
             Setting('fcos_ghmc', 'FCOS, GHM-C + IoU + centerness', 'fcos_ghm_demo.py'),
+            # The fix tried for fcos_ghmc: FCOSHead calls the loss once over its 3 levels, where ATSS and RetinaNet
+            # call it once per level and sum, so its GHM-C weighs a third as much (the whole-batch rule).
+            Setting('fcos_ghmc_lw3', 'FCOS, GHM-C with loss weight 3 (its one call covers 3 FPN levels)',
+                    'fcos_ghm_demo.py', {'bbox_head.loss_cls': dict(GHMC, loss_weight=3.0)}),
             Setting('faster-rcnn_ce_l1', 'Faster R-CNN, cross-entropy + L1 in the RPN and the RoI head (its default)',
                     'faster-rcnn_ghm_demo.py', _FASTER_DEFAULT),
             Setting('faster-rcnn_ghm', 'Faster R-CNN, GHM-C + GHM-R in the RPN, softmax GHM-C + GHM-R in the RoI head',
@@ -121,6 +125,7 @@ STUDIES: Dict[str, Study] = {
         comparisons=(
             ('atss_ghmc', 'atss_focal', 'ATSS: GHM-C against Focal Loss'),
             ('fcos_ghmc', 'fcos_focal', 'FCOS: GHM-C against Focal Loss'),
+            ('fcos_ghmc_lw3', 'fcos_focal', 'FCOS: GHM-C with loss weight 3 against Focal Loss'),
             ('faster-rcnn_ghm', 'faster-rcnn_ce_l1', 'Faster R-CNN: GHM against cross-entropy + L1'),
             ('rtmdet-tiny_ghmc', 'rtmdet-tiny_qfl', 'RTMDet-tiny: GHM-C against QualityFocalLoss'),
             ('retinanet_ghmc_ghmr', 'retinanet_focal_l1', 'RetinaNet: GHM-C + GHM-R against Focal Loss + L1'),

@@ -78,6 +78,7 @@ def test_ghm_settings_use_the_published_recipe(configs):
     head = configs['atss_ghmc'].model.bbox_head
     assert _plain(head.loss_cls.to_dict()) == GHMC_RECIPE
     assert _plain(configs['fcos_ghmc'].model.bbox_head.loss_cls.to_dict()) == GHMC_RECIPE
+    assert _plain(configs['fcos_ghmc_lw3'].model.bbox_head.loss_cls.to_dict()) == dict(GHMC_RECIPE, loss_weight=3.0)
     # RTMDetHead divides by the sum of its assignment metrics itself (README's head table).
     assert _plain(configs['rtmdet-tiny_ghmc'].model.bbox_head.loss_cls.to_dict()) == dict(GHMC_RECIPE, reduction='sum')
     faster = configs['faster-rcnn_ghm'].model
@@ -116,7 +117,8 @@ def test_the_studies_cover_the_issue():
     assert heads == {'atss_ghm_demo.py', 'fcos_ghm_demo.py', 'faster-rcnn_ghm_demo.py', 'rtmdet-tiny_ghm_demo.py',
                      'retinanet_ghm_demo.py'}
     assert [c[:2] for c in evidence.STUDIES['heads'].comparisons] == [
-        ('atss_ghmc', 'atss_focal'), ('fcos_ghmc', 'fcos_focal'), ('faster-rcnn_ghm', 'faster-rcnn_ce_l1'),
+        ('atss_ghmc', 'atss_focal'), ('fcos_ghmc', 'fcos_focal'), ('fcos_ghmc_lw3', 'fcos_focal'),
+        ('faster-rcnn_ghm', 'faster-rcnn_ce_l1'),
         ('rtmdet-tiny_ghmc', 'rtmdet-tiny_qfl'), ('retinanet_ghmc_ghmr', 'retinanet_focal_l1')]
     regime = evidence.STUDIES['regime']
     assert {'sparse_bce_l1', 'sparse_focal_l1', 'sparse_ghmc_l1'} <= {s.name for s in regime.settings}
