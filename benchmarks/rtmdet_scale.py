@@ -30,6 +30,7 @@ def measure(config, checkpoint: Optional[str] = None, batches: int = 4) -> dict:
     for module in cfg.get('custom_imports', {}).get('imports', []):
         importlib.import_module(module)
     init_default_scope('mmdet')
+    torch.manual_seed(0)  # the untrained weights
     model = MODELS.build(cfg.model)
     if checkpoint is not None:
         from ghm_mmdet.apis.checkpoint import load_checkpoint_safely
