@@ -9,7 +9,7 @@ iteration, the config's SHA-256, date, machine, commit and the command that repr
 ``docs/results/STUDY/results.md`` tabulates every JSON of the study: mean ± sd over the seeds and, per
 question of :data:`STUDIES`, Welch's t-test.
 
-    python benchmarks/evidence.py --study heads                    # 13 settings x seeds 0 1 2
+    python benchmarks/evidence.py --study heads                    # 14 settings x seeds 0 1 2
     python benchmarks/evidence.py --study regime                   # 4 settings x seeds 1 2 3
     python benchmarks/evidence.py --study heads --settings fcos_ghmc --seeds 1    # one run
     python benchmarks/evidence.py --study regime --settings sparse_ghmc_l1 --seeds 0 --out-dir work_dirs/pilot
@@ -118,10 +118,13 @@ STUDIES: Dict[str, Study] = {
                     'rtmdet-tiny_ghm_demo.py'),
             # Fixes tried for rtmdet-tiny_ghmc. RTMDetHead divides the loss by S, the sum of its assignment metrics,
             # which grows from about 2 per step at initialisation to about 350 trained (measured on the demo), so
-            # 'sum' is about N / S times the paper's Eq. 8 (N: the valid entries, about 134k per batch), and 'mean'
-            # 1 / S times it: a loss weight of 350 / 134k brings the trained state to the paper's scale.
+            # 'sum' is about N / S times the paper's Eq. 8 (N: the valid entries, 33,600 per batch), and 'mean' 1 / S
+            # times it (benchmarks/rtmdet_scale.py). The first weight tried, 0.0026, miscounted N (134k); S / N with
+            # the trained S, 360 / 33,600 = 0.0107, brings the trained state to the paper's scale.
             Setting('rtmdet-tiny_ghmc_lw', "RTMDet-tiny, quality-target GHM-C, reduction='sum', loss weight 0.0026",
                     'rtmdet-tiny_ghm_demo.py', {'bbox_head.loss_cls': dict(GHMC, reduction='sum', loss_weight=0.0026)}),
+            Setting('rtmdet-tiny_ghmc_sn', "RTMDet-tiny, quality-target GHM-C, reduction='sum', weight S / N = 0.0107",
+                    'rtmdet-tiny_ghm_demo.py', {'bbox_head.loss_cls': dict(GHMC, reduction='sum', loss_weight=0.0107)}),
             Setting('rtmdet-tiny_ghmc_mean', "RTMDet-tiny, quality-target GHM-C, reduction='mean'",
                     'rtmdet-tiny_ghm_demo.py', {'bbox_head.loss_cls': dict(GHMC, reduction='mean')}),
             # The demo itself, re-run: compare_losses.py's focal_l1 and ghmc_ghmr (their loss logs were never
@@ -137,6 +140,7 @@ STUDIES: Dict[str, Study] = {
             ('faster-rcnn_ghm', 'faster-rcnn_ce_l1', 'Faster R-CNN: GHM against cross-entropy + L1'),
             ('rtmdet-tiny_ghmc', 'rtmdet-tiny_qfl', 'RTMDet-tiny: GHM-C against QualityFocalLoss'),
             ('rtmdet-tiny_ghmc_lw', 'rtmdet-tiny_qfl', 'RTMDet-tiny: GHM-C, weight 0.0026, against QualityFocalLoss'),
+            ('rtmdet-tiny_ghmc_sn', 'rtmdet-tiny_qfl', 'RTMDet-tiny: GHM-C, weight S / N, against QualityFocalLoss'),
             ('rtmdet-tiny_ghmc_mean', 'rtmdet-tiny_qfl', "RTMDet-tiny: GHM-C, 'mean', against QualityFocalLoss"),
             ('retinanet_ghmc_ghmr', 'retinanet_focal_l1', 'RetinaNet: GHM-C + GHM-R against Focal Loss + L1'),
         ),

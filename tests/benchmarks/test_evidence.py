@@ -120,7 +120,8 @@ def test_the_studies_cover_the_issue():
         ('atss_ghmc', 'atss_focal'), ('fcos_ghmc', 'fcos_focal'), ('fcos_ghmc_lw3', 'fcos_focal'),
         ('faster-rcnn_ghm', 'faster-rcnn_ce_l1'),
         ('rtmdet-tiny_ghmc', 'rtmdet-tiny_qfl'), ('rtmdet-tiny_ghmc_lw', 'rtmdet-tiny_qfl'),
-        ('rtmdet-tiny_ghmc_mean', 'rtmdet-tiny_qfl'), ('retinanet_ghmc_ghmr', 'retinanet_focal_l1')]
+        ('rtmdet-tiny_ghmc_sn', 'rtmdet-tiny_qfl'), ('rtmdet-tiny_ghmc_mean', 'rtmdet-tiny_qfl'),
+        ('retinanet_ghmc_ghmr', 'retinanet_focal_l1')]
     regime = evidence.STUDIES['regime']
     assert {'sparse_bce_l1', 'sparse_focal_l1', 'sparse_ghmc_l1'} <= {s.name for s in regime.settings}
     assert 0 not in regime.seeds and len(regime.seeds) == 3  # fresh seeds: 0 is the pilots'
