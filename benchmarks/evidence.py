@@ -204,16 +204,19 @@ def build_config(setting: Setting, seed: int, iters: Optional[int] = None, small
 
 def merged_scalars(work_dir: Path) -> RunScalars:
     """The training's records over all its run dirs (a resumed training logs into a new one), oldest first:
-    a later record of an iteration replaces an earlier one; the validation is the newest dir's."""
+    a later record of an iteration replaces an earlier one; the validation is the newest one logged (a
+    training stopped after its validation but before its JSON resumes with nothing left to train)."""
     steps: Dict[int, Tuple[float, Optional[float]]] = {}
-    last = RunScalars()
+    validation = RunScalars()
     for scalars_file in sorted(work_dir.glob('*/vis_data/scalars.json'), key=lambda path: path.parts[-3]):
         last = parse_scalars(scalars_file.read_text())
+        if last.validated:
+            validation = last
         times = dict(zip(last.steps, last.seconds_per_iter)) if len(last.seconds_per_iter) == len(last.steps) \
             else {}
         for step, loss in zip(last.steps, last.loss):
             steps[step] = (loss, times.get(step))
-    merged = RunScalars(validated=last.validated, metrics=last.metrics)
+    merged = RunScalars(validated=validation.validated, metrics=validation.metrics)
     for step in sorted(steps):
         loss, seconds = steps[step]
         merged.steps.append(step)

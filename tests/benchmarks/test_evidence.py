@@ -239,6 +239,19 @@ def test_a_stopped_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     assert result['steps'] == [2, 4, 6]  # both run dirs' records
 
 
+def test_a_training_stopped_after_its_validation_needs_no_more(tmp_path):
+    """Resumed at its last iteration, mmengine trains and validates nothing: the earlier run dir's records hold."""
+    first = tmp_path / '20261207_010000' / 'vis_data'
+    first.mkdir(parents=True)
+    first.joinpath('scalars.json').write_text('\n'.join(json.dumps(record) for record in (
+        dict(loss=0.5, time=0.2, step=2), dict(loss=0.25, time=0.2, step=4),
+        {'coco/bbox_mAP': 0.3, 'coco/bbox_mAP_50': 0.6, 'coco/bbox_mAP_s': 0.2, 'time': 0.1, 'step': 0})) + '\n')
+    (tmp_path / '20261207_020000' / 'vis_data').mkdir(parents=True)
+    (tmp_path / '20261207_020000' / 'vis_data' / 'scalars.json').write_text('')
+    merged = evidence.merged_scalars(tmp_path)
+    assert merged.finished(4) and merged.steps == [2, 4] and merged.metrics['coco/bbox_mAP'] == 0.3
+
+
 def test_leftovers_of_another_config_are_not_resumed(tmp_path, monkeypatch):
     args = _args(tmp_path)
     work_dir = args.out_dir / 'heads' / 'atss_ghmc' / 'seed3'
