@@ -492,19 +492,20 @@ def run_paths(out_dir: Path, setting: str, seed: int) -> Tuple[Path, Path]:
     return work_dir, work_dir.with_suffix('.py')
 
 
-def train(config_file: Path, work_dir: Path, log_file: Path) -> float:
-    """Run ``tools/train.py`` on ``config_file`` in the current directory; return its wall seconds.
+def train(config_file: Path, work_dir: Path, log_file: Path, resume: bool = False) -> float:
+    """Run ``tools/train.py`` on ``config_file`` in the current directory (with mmengine's ``--resume`` from
+    ``work_dir``'s last checkpoint when ``resume``, appending to ``log_file``); return its wall seconds.
 
     Raises:
         RuntimeError: the training failed; the message has the tail of its log.
     """
     env = dict(os.environ)
     env['PYTHONPATH'] = str(REPO) + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH') else '')
+    command = [sys.executable, str(TRAIN_TOOL), str(config_file), '--work-dir', str(work_dir)]
     start = time.perf_counter()
-    with open(log_file, 'w') as log:
-        returncode = subprocess.call(
-            [sys.executable, str(TRAIN_TOOL), str(config_file), '--work-dir', str(work_dir)],
-            stdout=log, stderr=subprocess.STDOUT, env=env)
+    with open(log_file, 'a' if resume else 'w') as log:
+        returncode = subprocess.call(command + (['--resume'] if resume else []), stdout=log,
+                                     stderr=subprocess.STDOUT, env=env)
     wall = time.perf_counter() - start
     if returncode != 0:
         tail = '\n'.join(log_file.read_text(errors='replace').splitlines()[-30:])

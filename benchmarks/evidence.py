@@ -28,7 +28,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +42,7 @@ from benchmarks.compare_losses import (  # noqa: E402
     format_mean_sd,
     parse_scalars,
     set_schedule_length,
+    train,
     use_small_data_set,
     welch_difference,
 )
@@ -51,7 +51,6 @@ from benchmarks.timing import machine_description  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / 'configs'
-TRAIN_TOOL = REPO / 'tools' / 'train.py'
 RESULTS_ROOT = REPO / 'docs' / 'results'
 #: A checkpoint every this many iterations, so that a stopped training loses at most this many.
 CHECKPOINT_INTERVAL = 500
@@ -267,27 +266,6 @@ def load_result(path: Path, digest: str) -> Optional[dict]:
 
 
 # ---------------------------------------------------------------------------------------------- running
-
-
-def train(config_file: Path, work_dir: Path, log_file: Path, resume: bool) -> float:
-    """``tools/train.py`` on ``config_file`` (with ``--resume`` when ``resume``); its wall seconds.
-
-    Raises:
-        RuntimeError: the training failed; the message has the tail of its log.
-    """
-    import os
-    env = dict(os.environ)
-    env['PYTHONPATH'] = str(REPO) + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH') else '')
-    command = [sys.executable, str(TRAIN_TOOL), str(config_file), '--work-dir', str(work_dir)]
-    start = time.perf_counter()
-    with open(log_file, 'a') as log:
-        returncode = subprocess.call(command + (['--resume'] if resume else []), stdout=log,
-                                     stderr=subprocess.STDOUT, env=env)
-    wall = time.perf_counter() - start
-    if returncode != 0:
-        tail = '\n'.join(log_file.read_text(errors='replace').splitlines()[-30:])
-        raise RuntimeError(f'tools/train.py {config_file} exited with {returncode}; the end of {log_file}:\n{tail}')
-    return wall
 
 
 def last_checkpoint_iter(work_dir: Path) -> Optional[int]:
