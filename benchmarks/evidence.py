@@ -111,6 +111,14 @@ STUDIES: Dict[str, Study] = {
                     'faster-rcnn_ghm_demo.py', _FASTER_DEFAULT),
             Setting('faster-rcnn_ghm', 'Faster R-CNN, GHM-C + GHM-R in the RPN, softmax GHM-C + GHM-R in the RoI head',
                     'faster-rcnn_ghm_demo.py'),
+            # The fix tried for faster-rcnn_ghm. GHM-R's loss weight 10 is RetinaNet's; with one bin GHM-R is the mean
+            # ASL1 over the 4 x P positive coordinates, where the RoI head's L1 sums over them and divides by the R
+            # sampled RoIs (P / R = 1/4 with the sampler's pos_fraction): weight 1 is the L1's scale there, and
+            # about half of it or less in the RPN (pos_fraction 1/2). GHMStatsHook's statistics and the gradient
+            # norms (benchmarks/ghm_diagnosis.py) show the regression terms leading with weight 10.
+            Setting('faster-rcnn_ghm_r1', "Faster R-CNN, as faster-rcnn_ghm, GHM-R's loss weight 1 (not 10)",
+                    'faster-rcnn_ghm_demo.py', {'rpn_head.loss_bbox': dict(GHMR, loss_weight=1.0),
+                                                'roi_head.bbox_head.loss_bbox': dict(GHMR, loss_weight=1.0)}),
             Setting('rtmdet-tiny_qfl', 'RTMDet-tiny, QualityFocalLoss (its default) + GIoU', 'rtmdet-tiny_ghm_demo.py',
                     {'bbox_head.loss_cls': dict(type='QualityFocalLoss', use_sigmoid=True, beta=2.0, loss_weight=1.0)}),
             Setting('rtmdet-tiny_ghmc', "RTMDet-tiny, quality-target GHM-C (reduction='sum') + GIoU",
@@ -137,6 +145,7 @@ STUDIES: Dict[str, Study] = {
             ('fcos_ghmc', 'fcos_focal', 'FCOS: GHM-C against Focal Loss'),
             ('fcos_ghmc_lw3', 'fcos_focal', 'FCOS: GHM-C with loss weight 3 against Focal Loss'),
             ('faster-rcnn_ghm', 'faster-rcnn_ce_l1', 'Faster R-CNN: GHM against cross-entropy + L1'),
+            ('faster-rcnn_ghm_r1', 'faster-rcnn_ce_l1', "Faster R-CNN: GHM, GHM-R weight 1, against CE + L1"),
             ('rtmdet-tiny_ghmc', 'rtmdet-tiny_qfl', 'RTMDet-tiny: GHM-C against QualityFocalLoss'),
             ('rtmdet-tiny_ghmc_lw', 'rtmdet-tiny_qfl', 'RTMDet-tiny: GHM-C, weight 0.0026, against QualityFocalLoss'),
             ('rtmdet-tiny_ghmc_sn', 'rtmdet-tiny_qfl', 'RTMDet-tiny: GHM-C, weight S / N, against QualityFocalLoss'),
