@@ -90,6 +90,11 @@ def test_ghm_settings_use_the_published_recipe(configs):
     assert _plain(faster_r1.rpn_head.loss_bbox.to_dict()) == dict(GHMR_RECIPE, loss_weight=1.0)
     assert _plain(faster_r1.roi_head.bbox_head.loss_bbox.to_dict()) == dict(GHMR_RECIPE, loss_weight=1.0)
     assert _plain(faster_r1.roi_head.bbox_head.loss_cls.to_dict()) == dict(GHMC_RECIPE, use_sigmoid=False)
+    faster_l1 = configs['faster-rcnn_ghmc_l1'].model
+    assert _plain(faster_l1.rpn_head.loss_cls.to_dict()) == GHMC_RECIPE
+    assert _plain(faster_l1.roi_head.bbox_head.loss_cls.to_dict()) == dict(GHMC_RECIPE, use_sigmoid=False)
+    assert _plain(faster_l1.rpn_head.loss_bbox.to_dict()) == dict(type='L1Loss', loss_weight=1.0)
+    assert _plain(faster_l1.roi_head.bbox_head.loss_bbox.to_dict()) == dict(type='L1Loss', loss_weight=1.0)
     sparse = configs['sparse_ghmc_ghmr'].model.bbox_head
     assert _plain(sparse.loss_cls.to_dict()) == GHMC_RECIPE and _plain(sparse.loss_bbox.to_dict()) == GHMR_RECIPE
     assert _plain(configs['sparse_ghmc_l1'].model.bbox_head.loss_bbox.to_dict()) == dict(type='L1Loss', loss_weight=1.0)
@@ -123,6 +128,7 @@ def test_the_studies_cover_the_issue():
     assert [c[:2] for c in evidence.STUDIES['heads'].comparisons] == [
         ('atss_ghmc', 'atss_focal'), ('fcos_ghmc', 'fcos_focal'), ('fcos_ghmc_lw3', 'fcos_focal'),
         ('faster-rcnn_ghm', 'faster-rcnn_ce_l1'), ('faster-rcnn_ghm_r1', 'faster-rcnn_ce_l1'),
+        ('faster-rcnn_ghmc_l1', 'faster-rcnn_ce_l1'),
         ('rtmdet-tiny_ghmc', 'rtmdet-tiny_qfl'), ('rtmdet-tiny_ghmc_lw', 'rtmdet-tiny_qfl'),
         ('rtmdet-tiny_ghmc_sn', 'rtmdet-tiny_qfl'), ('rtmdet-tiny_ghmc_mean', 'rtmdet-tiny_qfl'),
         ('retinanet_ghmc_ghmr', 'retinanet_focal_l1')]
