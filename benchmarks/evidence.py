@@ -9,7 +9,7 @@ iteration, the config's SHA-256, date, machine, commit and the command that repr
 ``docs/results/STUDY/results.md`` tabulates every JSON of the study: mean ± sd over the seeds and, per
 question of :data:`STUDIES`, Welch's t-test.
 
-    python benchmarks/evidence.py --study heads                    # 14 settings x seeds 0 1 2
+    python benchmarks/evidence.py --study heads                    # 16 settings x seeds 0 1 2
     python benchmarks/evidence.py --study regime                   # 4 settings x seeds 1 2 3
     python benchmarks/evidence.py --study heads --settings fcos_ghmc --seeds 1    # one run
     python benchmarks/evidence.py --study regime --settings sparse_ghmc_l1 --seeds 0 --out-dir work_dirs/pilot
