@@ -74,7 +74,7 @@ def ghm_warnings(scalars: Dict[str, float], density: Sequence[float], collapse_s
 
 
 def run_files(run_dir: Path):
-    """``(config, checkpoint, seed)`` of an ``evidence.py`` run directory."""
+    """``(config, checkpoint)`` of an ``evidence.py`` run directory."""
     config = run_dir.with_suffix('.py')
     pointer = run_dir / 'last_checkpoint'
     if not config.is_file():
@@ -88,8 +88,7 @@ def run_files(run_dir: Path):
         checkpoint = run_dir / checkpoint
     if not checkpoint.is_file():
         checkpoint = run_dir / checkpoint.name  # the run directory was moved since
-    seed = int(run_dir.name[len('seed'):]) if run_dir.name.startswith('seed') else 0
-    return config, checkpoint, seed
+    return config, checkpoint
 
 
 def diagnose_state(cfg, checkpoint: Optional[Path], seed: int, batches: int,
@@ -165,8 +164,9 @@ def diagnose_run(run_dir: Path, batches: int) -> dict:
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    config, checkpoint, seed = run_files(run_dir)
+    config, checkpoint = run_files(run_dir)
     cfg = Config.fromfile(str(config))
+    seed = cfg.get('randomness', {}).get('seed') or 0  # the run's own
     for module in cfg.get('custom_imports', {}).get('imports', []):
         importlib.import_module(module)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
