@@ -111,11 +111,10 @@ STUDIES: Dict[str, Study] = {
                     'faster-rcnn_ghm_demo.py', _FASTER_DEFAULT),
             Setting('faster-rcnn_ghm', 'Faster R-CNN, GHM-C + GHM-R in the RPN, softmax GHM-C + GHM-R in the RoI head',
                     'faster-rcnn_ghm_demo.py'),
-            # The fix tried for faster-rcnn_ghm. GHM-R's loss weight 10 is RetinaNet's; with one bin GHM-R is the mean
-            # ASL1 over the 4 x P positive coordinates, where the RoI head's L1 sums over them and divides by the R
-            # sampled RoIs (P / R = 1/4 with the sampler's pos_fraction): weight 1 is the L1's scale there, and
-            # about half of it or less in the RPN (pos_fraction 1/2). GHMStatsHook's statistics and the gradient
-            # norms (benchmarks/ghm_diagnosis.py) show the regression terms leading with weight 10.
+            # The fix tried for faster-rcnn_ghm, whose regression terms lead its gradient (benchmarks/ghm_diagnosis.py).
+            # GHM-R's loss weight 10 is RetinaNet's; with one bin, weight 1 would be the RoI head's L1 scale (the mean
+            # ASL1 over 4 P coordinates against L1's sum over them / R RoIs, P / R = 1/4). With 10 bins it measured a
+            # fifth of L1's loss at the end (0.067 against 0.317), and localization stayed poor: see docs/benchmarks.md.
             Setting('faster-rcnn_ghm_r1', "Faster R-CNN, as faster-rcnn_ghm, GHM-R's loss weight 1 (not 10)",
                     'faster-rcnn_ghm_demo.py', {'rpn_head.loss_bbox': dict(GHMR, loss_weight=1.0),
                                                 'roi_head.bbox_head.loss_bbox': dict(GHMR, loss_weight=1.0)}),
