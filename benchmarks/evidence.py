@@ -25,6 +25,7 @@ Work dirs and checkpoints stay under ``work_dirs/`` (ignored by git).
 import argparse
 import hashlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -254,12 +255,28 @@ def git_commit() -> str:
     return commit + ('+dirty' if dirty else '')
 
 
-def reproduce_command(study: str, setting: str, seed: int, iters: Optional[int], quick: bool) -> List[str]:
+def default_results_dir(study: str, quick: bool) -> Path:
+    """Where a run's JSON goes when neither ``--out-dir`` nor ``--results-dir`` is given."""
+    return Path('work_dirs') / 'evidence_quick' / 'results' / study if quick else RESULTS_ROOT / study
+
+
+def reproduce_command(study: str, setting: str, seed: int, iters: Optional[int], quick: bool,
+                      results_dir: Optional[Path] = None) -> List[str]:
+    """The command that trains this run again and writes its JSON where this one's went: ``--results-dir`` is
+    named unless it is the default, so that re-running a pilot never lands in a study's own table."""
     command = ['python', 'benchmarks/evidence.py', '--study', study, '--settings', setting, '--seeds', str(seed)]
     if quick:
         command.append('--quick')
     if iters is not None:
         command += ['--iters', str(iters)]
+    if results_dir is not None:
+        where = Path(os.path.abspath(results_dir))
+        if where != Path(os.path.abspath(default_results_dir(study, quick))):
+            try:
+                where = where.relative_to(REPO)
+            except ValueError:  # outside the repository: named in full
+                pass
+            command += ['--results-dir', str(where)]
     return command
 
 
@@ -326,7 +343,8 @@ def run_one(study: str, setting: Setting, seed: int, args: argparse.Namespace, t
         metrics=scalars.box_metrics(), all_metrics=scalars.metrics, no_detections=scalars.no_detections,
         median_seconds_per_iter=scalars.median_seconds_per_iter, wall_seconds=round(wall, 1),
         resumed_from_iter=resumed_from, date=datetime.now().strftime('%Y-%m-%d'), machine=machine_description(),
-        commit=git_commit(), command=reproduce_command(study, setting.name, seed, args.iters_given, args.quick),
+        commit=git_commit(), command=reproduce_command(study, setting.name, seed, args.iters_given, args.quick,
+                                                          args.results_dir),
         steps=scalars.steps, loss=scalars.loss)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=1) + '\n')
@@ -512,7 +530,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.out_dir = Path('work_dirs') / ('evidence_quick' if args.quick else 'evidence')
     if args.results_dir is None:
         args.results_dir = (args.out_dir / 'results' / args.study if args.quick or custom_out
-                            else RESULTS_ROOT / args.study)
+                            else default_results_dir(args.study, quick=False))
     return args
 
 

@@ -218,7 +218,8 @@ def test_a_finished_run_is_never_trained_again(tmp_path, monkeypatch):
     assert first['steps'] == [2, 4, 6] and first['loss'] == [0.5, 0.25, 1 / 6]
     assert first['metrics'] == {'coco/bbox_mAP': 0.25, 'coco/bbox_mAP_50': 0.5, 'coco/bbox_mAP_s': 0.125}
     assert first['command'] == ['python', 'benchmarks/evidence.py', '--study', 'heads', '--settings', 'atss_ghmc',
-                                '--seeds', '3', '--iters', '6']
+                                '--seeds', '3', '--iters', '6', '--results-dir', str(args.results_dir)]
+    assert args.results_dir == tmp_path / 'out' / 'results' / 'heads'  # --out-dir's, not the default
     assert first['resumed_from_iter'] is None and first['config'] == 'configs/atss_ghm_demo.py'
     assert evidence.run_one('heads', setting, 3, args, 'tag') == first
     assert calls == [False]  # not trained again
@@ -229,6 +230,24 @@ def test_a_finished_run_is_never_trained_again(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match='atss_ghmc-seed3.json holds a run of another config'):
         evidence.run_one('heads', setting, 3, other, 'tag')
     assert json.loads(result_file.read_text()) == first
+
+
+def test_the_recorded_command_names_a_results_dir_other_than_the_default():
+    """A pilot's command keeps its own folder, so that running it again never adds seed 0 to the study's table;
+    a run in the default folder gets none."""
+    base = ['python', 'benchmarks/evidence.py', '--study', 'regime', '--settings', 'sparse_ghmc_l1', '--seeds']
+    pilot = evidence.reproduce_command('regime', 'sparse_ghmc_l1', 0, 3000, False,
+                                       evidence.REPO / 'docs' / 'results' / 'regime-pilots-3000')
+    assert pilot == base + ['0', '--iters', '3000', '--results-dir', 'docs/results/regime-pilots-3000']
+    fresh = evidence.reproduce_command('regime', 'sparse_ghmc_l1', 1, 3000, False,
+                                       evidence.REPO / 'docs' / 'results' / 'regime')
+    assert fresh == base + ['1', '--iters', '3000']
+    # As parse_args leaves it: the default folder, and --quick's.
+    args = evidence.parse_args(['--study', 'regime', '--seeds', '2'])
+    assert evidence.reproduce_command('regime', 'sparse_ghmc_l1', 2, None, False, args.results_dir) == base + ['2']
+    quick = evidence.parse_args(['--study', 'regime', '--quick'])
+    assert evidence.reproduce_command('regime', 'sparse_ghmc_l1', 0, None, True, quick.results_dir) == (
+        base + ['0', '--quick'])
 
 
 def test_a_stopped_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
@@ -304,7 +323,8 @@ def test_quick_mode_end_to_end(tmp_path):
             result = json.loads((results_dir / f'{name}-seed0.json').read_text())
             assert result['iters'] == 10 and result['steps'] == [2, 4, 6, 8, 10]
             assert all(0.0 <= result['metrics'][m] <= 1.0 for m in evidence.METRICS)
-            assert result['command'][-1] == '--quick' and result['median_seconds_per_iter'] > 0
+            assert result['command'][-3:] == ['--quick', '--results-dir', str(results_dir)]
+            assert result['median_seconds_per_iter'] > 0
         report = (results_dir / 'results.md').read_text()
         assert all(f'| `{name}`' in report for name in names)
         again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
