@@ -1,6 +1,6 @@
 """Why GHM trains in one head and not in another: ``GHMStatsHook``'s statistics of every GHM loss and the
 gradient norm of each loss term, over a few training batches of finished ``evidence.py`` runs, at their start
-(untrained weights, the run's seed) and at their end (the run's last checkpoint).
+(untrained weights initialised as mmengine's Runner does, the run's seed) and at their end (the run's last checkpoint).
 
     python benchmarks/ghm_diagnosis.py work_dirs/evidence/heads/fcos_ghmc/seed0 \\
         work_dirs/evidence/heads/fcos_focal/seed0 --out docs/results/heads/diagnosis.json
@@ -102,7 +102,9 @@ def diagnose_state(cfg, checkpoint: Optional[Path], seed: int, batches: int,
 
     set_random_seed(seed)  # the weights, and the pipeline's random flips (numpy): the same batches per state
     model = MODELS.build(cfg.model)
-    if checkpoint is not None:
+    if checkpoint is None:
+        model.init_weights()  # as mmengine's Runner does before training: the heads' prior bias, the inits
+    else:
         from ghm_mmdet.apis.checkpoint import load_checkpoint_safely
         model.load_state_dict(load_checkpoint_safely(str(checkpoint))['state_dict'])
     model.train()

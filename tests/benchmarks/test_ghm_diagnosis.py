@@ -59,8 +59,9 @@ def test_end_to_end_matches_mmengines_gradient_norm(tmp_path, monkeypatch):
     run_dir.with_suffix('.py').write_text(cfg.pretty_text)
     import ghm_mmdet  # noqa: F401
     import ghm_mmdet.datasets  # noqa: F401
-    torch.manual_seed(0)
+    set_random_seed(0)
     model = MODELS.build(cfg.model)
+    model.init_weights()  # the state mmengine's Runner starts training from
     torch.save({'state_dict': model.state_dict()}, run_dir / 'iter_10.pth')
     (run_dir / 'last_checkpoint').write_text(str(run_dir / 'iter_10.pth'))
 
@@ -70,10 +71,14 @@ def test_end_to_end_matches_mmengines_gradient_norm(tmp_path, monkeypatch):
     run = result['runs'][0]
     assert (run['setting'], run['seed'], run['clip_max_norm']) == ('fcos_ghmc', 0, 35)
     start, end = run['states']['start']['batches'][0], run['states']['end']['batches'][0]
-    assert start == end  # the checkpoint holds the weights the start state is built with
+    assert start == end  # the checkpoint holds the initialised weights the start state is built with
+    # init_weights ran: FCOS's classifier bias is its prior, -log((1 - 0.01) / 0.01).
+    assert dict(model.bbox_head.conv_cls.named_parameters())['bias'][0].item() == pytest.approx(-math.log(99),
+                                                                                               rel=1e-6)
     ghm = end['ghm']['ghm_c/bbox_head.loss_cls']
     assert sum(ghm['counts']) == ghm['num_valid'] > 0
-    assert ghm['warnings'] == []
+    # The prior (p = 0.01, so g = 0.01 for every negative) puts the entries in the first region: flagged.
+    assert ghm['largest_region_share'] >= ghm_diagnosis.COLLAPSE_SHARE and ghm['warnings'] == ['collapse']
     assert set(end['loss']) == {'loss_cls', 'loss_bbox', 'loss_centerness'}
     assert out.with_suffix('.md').read_text().count('`fcos_ghmc` seed 0') == 4
 
