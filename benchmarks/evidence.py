@@ -529,8 +529,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.out_dir is None:
         args.out_dir = Path('work_dirs') / ('evidence_quick' if args.quick else 'evidence')
     if args.results_dir is None:
-        args.results_dir = (args.out_dir / 'results' / args.study if args.quick or custom_out
-                            else default_results_dir(args.study, quick=False))
+        args.results_dir = (args.out_dir / 'results' / args.study if custom_out
+                            else default_results_dir(args.study, args.quick))
     return args
 
 

@@ -91,22 +91,29 @@ def run_files(run_dir: Path):
     return config, checkpoint
 
 
+def build_model(cfg, checkpoint: Optional[Path] = None):
+    """``cfg.model`` with ``checkpoint``'s weights or, without one, initialised as mmengine's Runner does
+    before a training (``init_weights``: the heads' prior bias and initialisers), from the current RNG."""
+    from mmdet.registry import MODELS
+    model = MODELS.build(cfg.model)
+    if checkpoint is None:
+        model.init_weights()
+    else:
+        from ghm_mmdet.apis.checkpoint import load_checkpoint_safely
+        model.load_state_dict(load_checkpoint_safely(str(checkpoint))['state_dict'])
+    return model
+
+
 def diagnose_state(cfg, checkpoint: Optional[Path], seed: int, batches: int,
                    collapse_share: float = COLLAPSE_SHARE) -> dict:
     """One state of a model (untrained with ``checkpoint=None``): per batch, the loss terms, their gradient
     norms and the GHM statistics; and their medians."""
-    from mmdet.registry import MODELS
     from mmengine.runner import Runner, set_random_seed
 
     from ghm_mmdet.engine.hooks.ghm_stats_hook import find_ghm_losses, read_snapshot, stats_tag
 
     set_random_seed(seed)  # the weights, and the pipeline's random flips (numpy): the same batches per state
-    model = MODELS.build(cfg.model)
-    if checkpoint is None:
-        model.init_weights()  # as mmengine's Runner does before training: the heads' prior bias, the inits
-    else:
-        from ghm_mmdet.apis.checkpoint import load_checkpoint_safely
-        model.load_state_dict(load_checkpoint_safely(str(checkpoint))['state_dict'])
+    model = build_model(cfg, checkpoint)
     model.train()
     loader = Runner.build_dataloader(dict(cfg.train_dataloader, num_workers=0, persistent_workers=False),
                                      seed=seed)

@@ -15,13 +15,14 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: the checkout's root
 
+from benchmarks.ghm_diagnosis import build_model  # noqa: E402
+
 
 def measure(config, checkpoint: Optional[str] = None, batches: int = 4) -> dict:
     """Per batch: S (the head's ``cls_avg_factor`` summed over levels) and N (valid entries, rows x classes).
     ``config``: a path or an mmengine ``Config``."""
     import torch
     from mmdet.models.dense_heads import rtmdet_head
-    from mmdet.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
@@ -31,10 +32,7 @@ def measure(config, checkpoint: Optional[str] = None, batches: int = 4) -> dict:
         importlib.import_module(module)
     init_default_scope('mmdet')
     torch.manual_seed(0)  # the untrained weights
-    model = MODELS.build(cfg.model)
-    if checkpoint is not None:
-        from ghm_mmdet.apis.checkpoint import load_checkpoint_safely
-        model.load_state_dict(load_checkpoint_safely(checkpoint)['state_dict'])
+    model = build_model(cfg, checkpoint)  # initialised as a training starts, or the checkpoint's
     loader = Runner.build_dataloader(dict(cfg.train_dataloader, num_workers=0, persistent_workers=False), seed=0)
 
     sums, entries = [], []

@@ -44,6 +44,21 @@ def test_a_directory_that_is_not_a_run_is_named(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_untrained_model_is_initialised_as_a_training_starts(tmp_path, monkeypatch):
+    """Without a checkpoint, the weights are init_weights()'s (FCOS's classifier bias its prior,
+    -log((1 - 0.01) / 0.01)), not the bare modules' defaults; with one, the checkpoint's."""
+    monkeypatch.chdir(tmp_path)
+    cfg = evidence.build_config(evidence.STUDIES['heads'].setting('fcos_ghmc'), seed=0, iters=10, small_data=True)
+    import ghm_mmdet  # noqa: F401
+    model = ghm_diagnosis.build_model(cfg)
+    bias = model.bbox_head.conv_cls.bias.detach()
+    assert torch.allclose(bias, torch.full_like(bias, -math.log(99)))
+    torch.nn.init.zeros_(model.bbox_head.conv_cls.bias)
+    torch.save({'state_dict': model.state_dict()}, tmp_path / 'w.pth')
+    loaded = ghm_diagnosis.build_model(cfg, tmp_path / 'w.pth')
+    assert torch.equal(loaded.bbox_head.conv_cls.bias.detach(), torch.zeros_like(bias))
+
+
 def test_end_to_end_matches_mmengines_gradient_norm(tmp_path, monkeypatch):
     """A run directory laid out as evidence.py leaves it, with the untrained weights as its checkpoint: the
     total gradient norm equals the one mmengine's own path (parse_losses, backward, clip_grad_norm_) gives
